@@ -1,0 +1,96 @@
+/* Disk side of qsync: path validation for names that arrive from the network, opening beneath a
+ * destination root without following symlinks (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS), atomic file
+ * writes (temporary file in the target directory, renamed only when complete), metadata application, and
+ * the sender's tree walk. Nothing here knows about the network. */
+#ifndef QS_IO_IO_H
+#define QS_IO_IO_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "common/err.h"
+
+#define IO_PATH_MAX      4096 /* bytes in a relative path */
+#define IO_NAME_MAX      255  /* bytes in one component */
+#define IO_PATH_MAX_DEPTH 512 /* components in a path */
+
+/* Judges a relative path that came from the network: non-empty, relative, no NUL within len, no empty,
+ * "." or ".." component, no trailing '/', total <= IO_PATH_MAX, each component <= IO_NAME_MAX, at most
+ * IO_PATH_MAX_DEPTH components. Returns 0, or -EINVAL / -ENAMETOOLONG with err naming the path
+ * (printed safely: control bytes escaped) and the rule it broke. */
+int io_path_check(const char *p, size_t len, struct qs_err *err);
+
+/* Opens rel (already checked) beneath the directory rootfd with openat2 RESOLVE_BENEATH |
+ * RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS. flags/mode as openat. Returns an fd or negative errno
+ * (-ELOOP/-EXDEV when a symlink or escape was refused). */
+int io_open_beneath(int rootfd, const char *rel, int flags, mode_t mode);
+
+/* Ensures every directory above rel exists beneath rootfd (rel's last component is not created),
+ * creating missing ones with mode 0700 (the caller applies final modes later), and returns an
+ * O_RDONLY|O_DIRECTORY fd of rel's parent directory (the caller closes it). Never follows symlinks: a
+ * symlink where a directory should be is -ENOTDIR/-ELOOP. *base gets a pointer to rel's last component. */
+int io_open_parent(int rootfd, const char *rel, const char **base, struct qs_err *err);
+
+/* Creates directory rel beneath rootfd (and its parents), mode|0700 so we can write into it; an existing
+ * directory is fine; an existing non-directory is -EEXIST. rel may be "" for the root itself (no-op). */
+int io_mkdir_beneath(int rootfd, const char *rel, struct qs_err *err);
+
+/* Metadata to apply to a finished entry. */
+struct io_meta {
+	uint32_t mode;   /* permission bits (type bits ignored) */
+	int64_t mtime_ns;
+	uint32_t uid, gid;
+	bool set_mode, set_mtime, set_owner;
+};
+
+/* A file being received: a temporary ".<name>.qs.XXXXXX" in the target directory, mode 0600. */
+struct io_wfile {
+	int dirfd;            /* the target directory */
+	int fd;               /* the temporary file */
+	char tmpname[IO_NAME_MAX + 1];
+	char name[IO_NAME_MAX + 1];
+};
+
+/* Creates the temporary file for rel beneath rootfd (parents created as io_open_parent does).
+ * Returns 0 or a negative errno with err. */
+int io_wfile_open(int rootfd, const char *rel, struct io_wfile *w, struct qs_err *err);
+
+/* Positioned write of all len bytes. Returns 0 or a negative errno. */
+int io_wfile_pwrite(struct io_wfile *w, const void *buf, size_t len, uint64_t off);
+
+/* Applies meta to the temporary file, optionally fsyncs, and renames it over name. The final name is
+ * replaced only if it is not a directory. Returns 0, or a negative errno (the temporary is removed). */
+int io_wfile_commit(struct io_wfile *w, const struct io_meta *meta, bool do_fsync, struct qs_err *err);
+
+/* Removes the temporary file and closes everything; the final name is untouched. Safe to call twice. */
+void io_wfile_abort(struct io_wfile *w);
+
+/* Creates symlink rel -> target beneath rootfd atomically (temp name + rename), applying mtime and owner
+ * to the link itself. */
+int io_symlink_beneath(int rootfd, const char *rel, const char *target, const struct io_meta *meta,
+		       struct qs_err *err);
+
+/* Applies meta to an existing entry rel beneath rootfd ("" = the root), without following a symlink at
+ * the last component (used for directories after their contents are written). */
+int io_meta_apply_beneath(int rootfd, const char *rel, const struct io_meta *meta, struct qs_err *err);
+
+/* ---- sender: tree walk ----------------------------------------------------------------------- */
+
+struct io_walk_ent {
+	const char *rel;   /* path relative to the walk's top, "" for the top itself */
+	const char *abs;   /* path usable with open() from the current directory */
+	struct stat st;    /* lstat of the entry */
+};
+
+/* Walks path (pre-order: a directory before its contents; entries within a directory in name order),
+ * calling cb for each entry. prefix is prepended to every rel (e.g. "dir" for rsync's "dir" without a
+ * trailing slash, "" for "dir/"). If path is not a directory, cb is called once for it (rel = prefix).
+ * Symlinks are reported, not followed. recursive=false reports only the top. cb returns 0 to go on, or a
+ * negative errno to stop the walk with that error. Unreadable directories are reported via err and
+ * abort the walk. */
+int io_walk(const char *path, const char *prefix, bool recursive,
+	    int (*cb)(void *ctx, const struct io_walk_ent *e), void *ctx, struct qs_err *err);
+
+#endif

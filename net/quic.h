@@ -1,0 +1,98 @@
+/* The data plane: one QUIC connection (ngtcp2 0.12 + GnuTLS) authenticated by a per-session 256-bit
+ * secret carried over SSH. The handshake is TLS 1.3 with an external PSK in psk_dhe_ke mode (ECDHE-PSK),
+ * no certificates: a peer without the secret cannot complete it. After the handshake both roles are
+ * alike: either side opens bidirectional streams and sends on them; the bytes of each stream are pulled
+ * from the owner through fill() and kept by this module until the peer acknowledges them.
+ * One connection is driven by one thread: nothing here locks. */
+#ifndef QS_NET_QUIC_H
+#define QS_NET_QUIC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include "common/err.h"
+
+#define NET_QUIC_PSK_LEN 32
+#define NET_QUIC_ALPN    "qsync/1"
+
+struct net_quic_cfg {
+	uint32_t max_streams;      /* bidi streams the peer may have open toward us at once */
+	uint64_t max_data;         /* connection receive window, bytes */
+	uint64_t max_stream_data;  /* per-stream receive window, bytes */
+	uint32_t idle_timeout_ms;  /* the connection dies after this long without packets */
+	uint32_t handshake_timeout_ms;
+};
+
+/* Fills in the defaults (1000 streams, windows sized for 10 Gbit/s x 100 ms within a memory budget). */
+void net_quic_cfg_default(struct net_quic_cfg *c);
+
+struct net_quic_cb {
+	void *ctx;
+	/* Bytes arrived on stream sid, in order. *user is NULL on the first call for a stream the peer
+	 * opened; the callee may set it, and it is passed back on later calls. fin=1 with the last bytes
+	 * (len may be 0). Return 0, or a negative errno to reset the stream (the peer sees it as an error). */
+	int (*recv)(void *ctx, int64_t sid, void **user, const uint8_t *data, size_t len, int fin);
+	/* The stream may send: write up to cap bytes of its payload into buf and return how many; set *fin
+	 * to 1 when these are the last. Return 0 with *fin 0 when there is nothing to send right now: the
+	 * stream then sleeps until net_quic_stream_resume(). Negative errno resets the stream. */
+	ssize_t (*fill)(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t cap, int *fin);
+	/* The stream is finished in both directions (app_error 0), or was reset by either side (app_error
+	 * non-zero). sid is gone after this returns; user is the owner's to free. */
+	void (*closed)(void *ctx, int64_t sid, void *user, uint64_t app_error);
+};
+
+struct net_quic;
+
+/* Peer role (QUIC server): binds a UDP socket on bind_ip (port *port, 0 = ephemeral; the bound port is
+ * written back) and accepts the first connection whose handshake proves psk with identity id
+ * (connection_id from quic_init). Handshakes that fail are dropped and counted; the next is accepted.
+ * psk is copied and the copy wiped on free. */
+int net_quic_server_new(const char *bind_ip, uint16_t *port, const char *id, const uint8_t psk[NET_QUIC_PSK_LEN],
+			const struct net_quic_cfg *cfg, const struct net_quic_cb *cb, struct net_quic **out,
+			struct qs_err *err);
+
+/* Client role: a UDP socket connected to peer, and a connection whose handshake uses psk/id. */
+int net_quic_client_new(const struct sockaddr *peer, socklen_t peerlen, const char *id,
+			const uint8_t psk[NET_QUIC_PSK_LEN], const struct net_quic_cfg *cfg,
+			const struct net_quic_cb *cb, struct net_quic **out, struct qs_err *err);
+
+/* The UDP socket to poll for POLLIN, and ms until the next timer (0 = now, -1 none). */
+int net_quic_fd(const struct net_quic *q);
+int net_quic_timeout_ms(const struct net_quic *q);
+
+/* Reads every datagram waiting, runs expired timers, and sends what can be sent (calling fill()).
+ * Never blocks. Returns 0; -ECONNABORTED when the connection is closed (by the peer, or by an idle
+ * timeout: err says which); -ECONNREFUSED (client) when the handshake failed, e.g. a wrong secret. */
+int net_quic_process(struct net_quic *q, struct qs_err *err);
+
+/* 1 once the handshake is complete. */
+int net_quic_handshake_done(const struct net_quic *q);
+
+/* Number of failed handshakes the server dropped (wrong secret, garbage). */
+unsigned net_quic_rejected(const struct net_quic *q);
+
+/* Opens a bidirectional stream owned by user. -EAGAIN when the peer's stream limit is reached now
+ * (try again after a stream closes); -ENOTCONN before the handshake completes. */
+int net_quic_stream_open(struct net_quic *q, void *user, int64_t *sid);
+
+/* Wakes a stream whose fill() returned 0 without fin. */
+int net_quic_stream_resume(struct net_quic *q, int64_t sid);
+
+/* Resets a stream in both directions with app_error (non-zero). closed() follows. */
+int net_quic_stream_reset(struct net_quic *q, int64_t sid, uint64_t app_error);
+
+/* Streams currently open (both directions counted once). */
+size_t net_quic_streams_open(const struct net_quic *q);
+
+/* Bytes in flight / acknowledged totals, for stats. */
+uint64_t net_quic_bytes_sent(const struct net_quic *q);
+
+/* Sends CONNECTION_CLOSE (no error) and flushes it. The connection is unusable after. */
+int net_quic_close(struct net_quic *q);
+
+/* Frees everything; wipes the secret. q may be NULL. */
+void net_quic_free(struct net_quic *q);
+
+#endif

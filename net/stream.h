@@ -1,0 +1,101 @@
+/* Data-stream framing (docs/PROTOCOL.md): every QUIC stream carries one entry as
+ *   header (u32 file_id, u32 flags) | metadata | data | trailer (u64 XXH3-64 of data)
+ * and the receiver answers on the same stream with an ack (u8 status, varint len, message).
+ * Integers are big-endian; varints are QUIC varints (RFC 9000 §16). All decoding goes through a
+ * bounds-checked reader; the decoder is incremental so bytes can be fed as QUIC delivers them. */
+#ifndef QS_NET_STREAM_H
+#define QS_NET_STREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/err.h"
+
+#define NET_STREAM_MAX_PATH    4096  /* bytes in a path, NUL excluded */
+#define NET_STREAM_MAX_META    (8 + 8 + NET_STREAM_MAX_PATH + 8 + 8 + 4 + 4 + 4)
+#define NET_STREAM_TRAILER_LEN 8
+#define NET_STREAM_MAX_ACK_MSG 1024
+#define NET_STREAM_MAX_ACK     (1 + 8 + NET_STREAM_MAX_ACK_MSG)
+
+/* flags */
+#define NET_STREAM_F_DIR     (1u << 0) /* a directory: size 0, no data */
+#define NET_STREAM_F_SYMLINK (1u << 1) /* a symlink: data is the target */
+#define NET_STREAM_F_ROOT    (1u << 2) /* applies to the destination root itself: path is empty */
+#define NET_STREAM_F_KNOWN   (NET_STREAM_F_DIR | NET_STREAM_F_SYMLINK | NET_STREAM_F_ROOT)
+
+/* ack status */
+enum net_stream_status {
+	NET_STREAM_OK = 0,
+	NET_STREAM_EBADPATH = 1, /* the path failed validation */
+	NET_STREAM_EHASH = 2,    /* trailer hash did not match the data */
+	NET_STREAM_ETRUNC = 3,   /* stream ended early */
+	NET_STREAM_EPROTO = 4,   /* malformed framing */
+	NET_STREAM_EIO = 5,      /* the receiver could not write */
+};
+
+struct net_stream_meta {
+	uint32_t file_id;
+	uint32_t flags;
+	uint32_t path_len;
+	char path[NET_STREAM_MAX_PATH + 1]; /* NUL-terminated copy; an embedded NUL is rejected */
+	uint64_t size;
+	int64_t mtime_ns; /* nanoseconds since the epoch */
+	uint32_t mode;    /* st_mode bits, type bits included */
+	uint32_t uid;
+	uint32_t gid;
+};
+
+/* Encodes header + metadata into buf. Returns the length, -ENAMETOOLONG, -EINVAL (NUL in path or
+ * unknown flag) or -ENOSPC. */
+ssize_t net_stream_meta_encode(const struct net_stream_meta *m, uint8_t *buf, size_t cap);
+
+/* Encodes the 8-byte trailer. */
+void net_stream_trailer_encode(uint64_t hash, uint8_t out[NET_STREAM_TRAILER_LEN]);
+
+/* Incremental decoder for one stream. */
+enum net_stream_ev_kind {
+	NET_STREAM_EV_NONE = 0, /* consumed bytes, nothing to report yet */
+	NET_STREAM_EV_META,     /* dec->meta is complete and valid as framing (path not yet judged) */
+	NET_STREAM_EV_DATA,     /* ev->data/len are content bytes at ev->offset (points into the input) */
+	NET_STREAM_EV_END,      /* trailer read: ev->hash holds it; nothing may follow */
+};
+
+struct net_stream_ev {
+	enum net_stream_ev_kind kind;
+	const uint8_t *data;
+	size_t len;
+	uint64_t offset;
+	uint64_t hash;
+};
+
+struct net_stream_dec {
+	int state;
+	size_t have;                           /* bytes gathered in buf for the current part */
+	uint8_t buf[NET_STREAM_MAX_META];      /* header+meta being gathered */
+	uint64_t data_done;
+	struct net_stream_meta meta;
+};
+
+void net_stream_dec_init(struct net_stream_dec *d);
+
+/* Feeds bytes. Returns how many were consumed (>= 0; may be < n: call again with the rest) and sets
+ * *ev; or a negative errno: -EPROTO malformed (unknown flag, bad varint, bytes after the trailer),
+ * -ENAMETOOLONG path over the limit, -EINVAL NUL in path. err says which. */
+ssize_t net_stream_dec_feed(struct net_stream_dec *d, const uint8_t *p, size_t n, struct net_stream_ev *ev,
+			    struct qs_err *err);
+
+/* Called when the stream ended (FIN). Returns 0 if the trailer was read, else -EPIPE (truncated: err
+ * says where). */
+int net_stream_dec_finish(const struct net_stream_dec *d, struct qs_err *err);
+
+/* Ack: status and an optional message (truncated to NET_STREAM_MAX_ACK_MSG). encode returns length or
+ * -ENOSPC. decode parses a complete ack: 0, -EPROTO malformed, -EAGAIN incomplete (need more bytes). */
+ssize_t net_stream_ack_encode(uint8_t status, const char *msg, uint8_t *buf, size_t cap);
+int net_stream_ack_decode(const uint8_t *p, size_t n, uint8_t *status, char *msg, size_t msgcap);
+
+/* QUIC varints (RFC 9000 §16): encode returns bytes written (1,2,4,8) or -ERANGE/-ENOSPC. */
+ssize_t net_varint_encode(uint64_t v, uint8_t *buf, size_t cap);
+
+#endif
