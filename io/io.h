@@ -33,8 +33,9 @@ int io_open_beneath(int rootfd, const char *rel, int flags, mode_t mode);
  * symlink where a directory should be is -ENOTDIR/-ELOOP. *base gets a pointer to rel's last component. */
 int io_open_parent(int rootfd, const char *rel, const char **base, struct qs_err *err);
 
-/* Creates directory rel beneath rootfd (and its parents), mode|0700 so we can write into it; an existing
- * directory is fine; an existing non-directory is -EEXIST. rel may be "" for the root itself (no-op). */
+/* Creates directory rel beneath rootfd (and its parents) with mode 0700, so we can write into it; the
+ * final mode comes later from io_meta_apply_beneath. An existing directory is fine (its mode is left as
+ * it is); an existing non-directory, a symlink included, is -EEXIST. rel "" is the root itself (no-op). */
 int io_mkdir_beneath(int rootfd, const char *rel, struct qs_err *err);
 
 /* Metadata to apply to a finished entry. */

@@ -1,1 +1,371 @@
-/* placeholder: being written */
+/* Atomic writes beneath the destination root: a received file lands in a temporary ".<name>.qs.XXXXXX"
+ * next to its final name and is renamed over it only when complete and its metadata applied, so a good
+ * file is never truncated or half-replaced. Symlinks are made the same way; directory metadata is
+ * applied last, without following a symlink at the final component. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "io/io.h"
+#include "io/io_int.h"
+
+/* Attempts at an unused temporary name before giving up (each with a fresh random suffix). */
+#define IO_TMP_TRIES 100
+/* ".<name>.qs.XXXXXX": the name is shortened so the whole fits in IO_NAME_MAX. */
+#define IO_TMP_SUFFIX_LEN 6
+#define IO_TMP_EXTRA      (1 + 4 + IO_TMP_SUFFIX_LEN)
+/* Longest symlink target we create (PATH_MAX including the NUL). */
+#define IO_LINK_MAX 4095
+
+
+static const char *q(const char *p, char *buf, size_t cap)
+{
+	return io_path_quote(p, strlen(p), buf, cap);
+}
+
+/* Fills tmp (IO_NAME_MAX + 1 bytes) with a fresh ".<name>.qs.XXXXXX". */
+static void tmp_name(char *tmp, const char *name)
+{
+	static const char abc[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+	unsigned char rnd[IO_TMP_SUFFIX_LEN];
+	char suf[IO_TMP_SUFFIX_LEN + 1];
+	static unsigned counter;
+
+	if (getrandom(rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd)) {
+		/* No entropy yet: uniqueness, not secrecy, is what matters here; O_EXCL catches a clash. */
+		unsigned v =
+		    (unsigned)getpid() * 2654435761u ^ __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
+		for (size_t i = 0; i < sizeof(rnd); i++, v = v * 1103515245u + 12345u)
+			rnd[i] = (unsigned char)(v >> 16);
+	}
+	for (size_t i = 0; i < IO_TMP_SUFFIX_LEN; i++)
+		suf[i] = abc[rnd[i] % (sizeof(abc) - 1)];
+	suf[IO_TMP_SUFFIX_LEN] = '\0';
+	int n = (int)strnlen(name, IO_NAME_MAX);
+	if (n > IO_NAME_MAX - IO_TMP_EXTRA)
+		n = IO_NAME_MAX - IO_TMP_EXTRA;
+	snprintf(tmp, IO_NAME_MAX + 1, ".%.*s.qs.%s", n, name, suf);
+}
+
+static void ns_to_ts(int64_t ns, struct timespec *ts)
+{
+	int64_t sec = ns / 1000000000, rem = ns % 1000000000;
+	if (rem < 0) {
+		rem += 1000000000;
+		sec--;
+	}
+	ts->tv_sec = (time_t)sec;
+	ts->tv_nsec = (long)rem;
+}
+
+/* atime is "now", as rsync leaves it; mtime as sent, or untouched. */
+static void meta_times(const struct io_meta *m, struct timespec ts[2])
+{
+	ts[0].tv_sec = 0;
+	ts[0].tv_nsec = UTIME_NOW;
+	ns_to_ts(m->mtime_ns, &ts[1]);
+}
+
+/* -EISDIR if name exists in dirfd as a directory (it is never replaced), else 0. */
+static int not_a_dir(int dirfd, const char *name)
+{
+	struct stat st;
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode))
+		return -EISDIR;
+	return 0;
+}
+
+int io_wfile_open(int rootfd, const char *rel, struct io_wfile *w, struct qs_err *err)
+{
+	const char *base;
+	char qb[IO_QUOTE_MAX];
+	int rc;
+
+	w->dirfd = -1;
+	w->fd = -1;
+	w->tmpname[0] = '\0';
+	w->name[0] = '\0';
+	rc = io_open_parent(rootfd, rel, &base, err);
+	if (rc < 0)
+		return rc;
+	w->dirfd = rc;
+	snprintf(w->name, sizeof(w->name), "%s", base); /* io_path_check bounded it */
+	for (int i = 0; i < IO_TMP_TRIES; i++) {
+		tmp_name(w->tmpname, w->name);
+		rc = openat(w->dirfd, w->tmpname, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (rc >= 0 || errno != EEXIST)
+			break;
+	}
+	if (rc < 0) {
+		rc = -errno;
+		w->tmpname[0] = '\0';
+		qs_err_set(err, rc, "cannot create a temporary file for \"%s\": %s", q(rel, qb, sizeof(qb)),
+		           strerror(-rc));
+		io_wfile_abort(w);
+		return rc;
+	}
+	w->fd = rc;
+	return 0;
+}
+
+int io_wfile_pwrite(struct io_wfile *w, const void *buf, size_t len, uint64_t off)
+{
+	const char *p = buf;
+
+	if (w->fd < 0)
+		return -EBADF;
+	if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
+		return -EFBIG;
+	while (len > 0) {
+		ssize_t n = pwrite(w->fd, p, len, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+int io_wfile_commit(struct io_wfile *w, const struct io_meta *meta, bool do_fsync, struct qs_err *err)
+{
+	char qb[IO_QUOTE_MAX];
+	const char *what = "";
+	int rc = 0;
+
+	if (w->fd < 0 || w->dirfd < 0)
+		return qs_err_set(err, -EBADF, "no file being written");
+	/* chown first: it clears setuid/setgid, which the chmod after it puts back. */
+	if (meta && meta->set_owner && fchown(w->fd, meta->uid, meta->gid) < 0) {
+		what = "set owner of";
+		goto fail;
+	}
+	if (meta && meta->set_mode && fchmod(w->fd, meta->mode & 07777) < 0) {
+		what = "set mode of";
+		goto fail;
+	}
+	if (meta && meta->set_mtime) {
+		struct timespec ts[2];
+		meta_times(meta, ts);
+		if (futimens(w->fd, ts) < 0) {
+			what = "set mtime of";
+			goto fail;
+		}
+	}
+	if (do_fsync && fsync(w->fd) < 0) {
+		what = "fsync";
+		goto fail;
+	}
+	/* close can report a late write error (NFS, quota): it has to come before the rename. */
+	rc = close(w->fd);
+	w->fd = -1;
+	if (rc < 0) {
+		what = "write";
+		goto fail;
+	}
+	rc = not_a_dir(w->dirfd, w->name);
+	if (rc < 0) {
+		qs_err_set(err, rc, "cannot replace \"%s\": it is a directory", q(w->name, qb, sizeof(qb)));
+		goto out;
+	}
+	if (renameat(w->dirfd, w->tmpname, w->dirfd, w->name) < 0) {
+		what = "rename into place";
+		goto fail;
+	}
+	w->tmpname[0] = '\0'; /* it is the final file now: abort must not remove it */
+	if (do_fsync && fsync(w->dirfd) < 0) {
+		what = "fsync the directory of";
+		goto fail;
+	}
+	rc = 0;
+	goto out;
+fail:
+	rc = -errno;
+	qs_err_set(err, rc, "cannot %s \"%s\": %s", what, q(w->name, qb, sizeof(qb)), strerror(-rc));
+out:
+	io_wfile_abort(w);
+	return rc;
+}
+
+void io_wfile_abort(struct io_wfile *w)
+{
+	if (w->dirfd >= 0 && w->tmpname[0])
+		unlinkat(w->dirfd, w->tmpname, 0);
+	w->tmpname[0] = '\0';
+	if (w->fd >= 0)
+		close(w->fd);
+	w->fd = -1;
+	if (w->dirfd >= 0)
+		close(w->dirfd);
+	w->dirfd = -1;
+}
+
+int io_symlink_beneath(int rootfd, const char *rel, const char *target, const struct io_meta *meta,
+                       struct qs_err *err)
+{
+	char tmp[IO_NAME_MAX + 1], qb[IO_QUOTE_MAX];
+	const char *base, *what = "";
+	int rc = -EEXIST, pfd;
+
+	tmp[0] = '\0';
+	if (!target || target[0] == '\0' || strnlen(target, IO_LINK_MAX + 1) > IO_LINK_MAX)
+		return qs_err_set(err, -EINVAL, "bad symlink target for \"%s\"",
+		                  rel ? q(rel, qb, sizeof(qb)) : "");
+	pfd = io_open_parent(rootfd, rel, &base, err);
+	if (pfd < 0)
+		return pfd;
+	for (int i = 0; i < IO_TMP_TRIES; i++) {
+		tmp_name(tmp, base);
+		rc = symlinkat(target, pfd, tmp);
+		if (rc == 0 || errno != EEXIST)
+			break;
+	}
+	if (rc < 0) {
+		tmp[0] = '\0';
+		what = "create symlink";
+		goto fail;
+	}
+	if (meta && meta->set_owner && fchownat(pfd, tmp, meta->uid, meta->gid, AT_SYMLINK_NOFOLLOW) < 0) {
+		what = "set owner of";
+		goto fail;
+	}
+	if (meta && meta->set_mtime) {
+		struct timespec ts[2];
+		meta_times(meta, ts);
+		if (utimensat(pfd, tmp, ts, AT_SYMLINK_NOFOLLOW) < 0) {
+			what = "set mtime of";
+			goto fail;
+		}
+	}
+	rc = not_a_dir(pfd, base);
+	if (rc < 0) {
+		qs_err_set(err, rc, "cannot replace \"%s\": it is a directory", q(rel, qb, sizeof(qb)));
+		goto out;
+	}
+	if (renameat(pfd, tmp, pfd, base) < 0) {
+		what = "rename into place";
+		goto fail;
+	}
+	tmp[0] = '\0';
+	rc = 0;
+	goto out;
+fail:
+	rc = -errno;
+	qs_err_set(err, rc, "cannot %s \"%s\": %s", what, q(rel, qb, sizeof(qb)), strerror(-rc));
+out:
+	if (tmp[0])
+		unlinkat(pfd, tmp, 0);
+	close(pfd);
+	return rc;
+}
+
+/* Applies meta through fd, an O_PATH descriptor of a non-directory (never a symlink's target). */
+static int meta_apply_path_fd(int fd, const struct io_meta *meta, const char **what)
+{
+	struct stat st;
+	char proc[64];
+
+	if (fstat(fd, &st) < 0) {
+		*what = "stat";
+		return -errno;
+	}
+	if (meta->set_owner &&
+	    fchownat(fd, "", meta->uid, meta->gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+		*what = "set owner of";
+		return -errno;
+	}
+	/* A symlink has no mode of its own. Anything else: chmod through the magic link, which names
+	 * exactly the inode we hold and cannot be swapped for a symlink behind our back. */
+	if (meta->set_mode && !S_ISLNK(st.st_mode)) {
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+		if (chmod(proc, meta->mode & 07777) < 0) {
+			*what = "set mode of";
+			return -errno;
+		}
+	}
+	if (meta->set_mtime) {
+		struct timespec ts[2];
+		meta_times(meta, ts);
+		if (utimensat(fd, "", ts, AT_EMPTY_PATH) < 0) {
+			*what = "set mtime of";
+			return -errno;
+		}
+	}
+	return 0;
+}
+
+/* Applies meta through fd, an open directory (or the root). */
+static int meta_apply_dir_fd(int fd, const struct io_meta *meta, const char **what)
+{
+	if (meta->set_owner && fchown(fd, meta->uid, meta->gid) < 0) {
+		*what = "set owner of";
+		return -errno;
+	}
+	if (meta->set_mode && fchmod(fd, meta->mode & 07777) < 0) {
+		*what = "set mode of";
+		return -errno;
+	}
+	if (meta->set_mtime) {
+		struct timespec ts[2];
+		meta_times(meta, ts);
+		if (futimens(fd, ts) < 0) {
+			*what = "set mtime of";
+			return -errno;
+		}
+	}
+	return 0;
+}
+
+int io_meta_apply_beneath(int rootfd, const char *rel, const struct io_meta *meta, struct qs_err *err)
+{
+	char qb[IO_QUOTE_MAX];
+	const char *what = "open";
+	int rc, fd = -1;
+
+	if (!rel)
+		return qs_err_set(err, -EINVAL, "no path");
+	if (!meta)
+		return 0;
+	if (rel[0] == '\0') {
+		rc = meta_apply_dir_fd(rootfd, meta, &what);
+		goto out;
+	}
+	rc = io_path_check(rel, strlen(rel), err);
+	if (rc < 0)
+		return rc;
+	/* The usual case, a directory: an ordinary fd, so plain fchmod/futimens work on it. */
+	fd = io_open_beneath(rootfd, rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
+	if (fd >= 0) {
+		rc = meta_apply_dir_fd(fd, meta, &what);
+		goto out;
+	}
+	if (fd != -ENOTDIR && fd != -ELOOP && fd != -EACCES) {
+		rc = fd;
+		goto out;
+	}
+	/* Not a directory (or a symlink at the end): hold the entry itself, never what it points to. */
+	fd = io_open_beneath(rootfd, rel, O_PATH | O_NOFOLLOW, 0);
+	if (fd < 0) {
+		rc = fd;
+		goto out;
+	}
+	rc = meta_apply_path_fd(fd, meta, &what);
+out:
+	if (fd >= 0)
+		close(fd);
+	if (rc < 0)
+		qs_err_set(err, rc, "cannot %s \"%s\": %s", what, q(rel, qb, sizeof(qb)),
+		           rc == -ELOOP   ? "a symlink is in the way (not followed)"
+		           : rc == -EXDEV ? "escapes the destination"
+		                          : strerror(-rc));
+	return rc;
+}
