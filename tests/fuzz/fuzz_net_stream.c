@@ -1,0 +1,130 @@
+/* libFuzzer target for the data-stream decoder (net/stream.c). The input's first byte says how many of
+ * the following bytes are chunk sizes; the rest is the stream, fed in those chunks (cycled), each one
+ * copied to its own exact-size allocation so ASan sees any read past it. Then finish is called.
+ * Besides crashes it checks the decoder's promises: progress, META once and first, DATA contiguous and
+ * inside the input, END last, a decoded META that re-encodes and decodes to itself, and the ack parser.
+ *   clang -fsanitize=fuzzer,address -I. tests/fuzz/fuzz_net_stream.c net/stream.c common/err.c */
+#include "net/stream.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_SIZES 8
+
+#define REQUIRE(c)                                                                                           \
+	do {                                                                                                 \
+		if (!(c))                                                                                    \
+			__builtin_trap();                                                                    \
+	} while (0)
+
+static struct net_stream_dec dec, dec2;
+
+/* A META the decoder accepted must be one the encoder can write, and it must read back the same. */
+static void check_meta(const struct net_stream_meta *m)
+{
+	static uint8_t buf[NET_STREAM_MAX_META];
+	struct net_stream_ev ev;
+	struct qs_err err;
+	ssize_t n, c;
+
+	REQUIRE(m->path_len <= NET_STREAM_MAX_PATH);
+	REQUIRE(m->path[m->path_len] == '\0');
+	REQUIRE(strlen(m->path) == m->path_len);
+	REQUIRE(!(m->flags & ~NET_STREAM_F_KNOWN));
+	REQUIRE(!(m->flags & NET_STREAM_F_DIR) || m->size == 0);
+	n = net_stream_meta_encode(m, buf, sizeof(buf));
+	REQUIRE(n > 0);
+	net_stream_dec_init(&dec2);
+	c = net_stream_dec_feed(&dec2, buf, (size_t)n, &ev, &err);
+	REQUIRE(c == n && ev.kind == NET_STREAM_EV_META);
+	REQUIRE(memcmp(&dec2.meta, m, offsetof(struct net_stream_meta, path) + m->path_len) == 0);
+	REQUIRE(dec2.meta.size == m->size && dec2.meta.mtime_ns == m->mtime_ns && dec2.meta.mode == m->mode &&
+	        dec2.meta.uid == m->uid && dec2.meta.gid == m->gid);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	size_t sizes[MAX_SIZES], nsizes = 0, pos = 0, turn = 0;
+	const uint8_t *s;
+	uint64_t data_seen = 0;
+	int metas = 0, ends = 0, rc = 0;
+	struct qs_err err;
+
+	if (size == 0)
+		return 0;
+	nsizes = data[0] % (MAX_SIZES + 1);
+	if (nsizes > size - 1)
+		nsizes = size - 1;
+	for (size_t i = 0; i < nsizes; i++)
+		sizes[i] = data[1 + i] == 0xff ? SIZE_MAX : (size_t)data[1 + i] + 1;
+	s = data + 1 + nsizes;
+	size -= 1 + nsizes;
+
+	/* the ack parser sees the same bytes */
+	{
+		uint8_t status;
+		char msg[64];
+		int a = net_stream_ack_decode(s, size, &status, msg, sizeof(msg));
+		REQUIRE(a == 0 || a == -EAGAIN || a == -EPROTO);
+		if (a == 0)
+			REQUIRE(strlen(msg) < sizeof(msg));
+	}
+
+	net_stream_dec_init(&dec);
+	while (pos < size && rc == 0) {
+		size_t chunk = nsizes ? sizes[turn++ % nsizes] : SIZE_MAX, off = 0;
+		uint8_t *copy;
+
+		if (chunk > size - pos)
+			chunk = size - pos;
+		copy = malloc(chunk);
+		REQUIRE(copy != NULL);
+		memcpy(copy, s + pos, chunk);
+		while (off < chunk) {
+			struct net_stream_ev ev;
+			ssize_t c = net_stream_dec_feed(&dec, copy + off, chunk - off, &ev, &err);
+
+			if (c < 0) {
+				REQUIRE(c == -EPROTO || c == -ENAMETOOLONG || c == -EINVAL);
+				REQUIRE(err.code == c && err.msg[0] != '\0');
+				rc = (int)c;
+				break;
+			}
+			REQUIRE(c > 0 && (size_t)c <= chunk - off); /* progress on non-empty input */
+			switch (ev.kind) {
+			case NET_STREAM_EV_META:
+				REQUIRE(metas == 0 && ends == 0);
+				metas++;
+				check_meta(&dec.meta);
+				break;
+			case NET_STREAM_EV_DATA:
+				REQUIRE(metas == 1 && ends == 0);
+				REQUIRE(ev.data == copy + off && ev.len == (size_t)c);
+				REQUIRE(ev.offset == data_seen);
+				data_seen += ev.len;
+				REQUIRE(data_seen <= dec.meta.size);
+				break;
+			case NET_STREAM_EV_END:
+				REQUIRE(metas == 1 && ends == 0 && data_seen == dec.meta.size);
+				ends++;
+				break;
+			case NET_STREAM_EV_NONE:
+				break;
+			}
+			off += (size_t)c;
+		}
+		free(copy);
+		pos += chunk;
+	}
+
+	{
+		int f = net_stream_dec_finish(&dec, &err);
+		if (rc == 0 && ends == 1)
+			REQUIRE(f == 0);
+		else
+			REQUIRE(f < 0 && err.msg[0] != '\0');
+	}
+	return 0;
+}
