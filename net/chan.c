@@ -1,1 +1,353 @@
-/* placeholder: being written */
+/* The control line channel: frames newline-terminated JSON messages over any byte transport
+ * (struct net_ctl_ops), with one input buffer and one output buffer allocated when the channel is made.
+ * Also the simplest transport, a pair of fds (helper mode: stdin/stdout, local mode: pipes).
+ *
+ * Not thread-safe: one thread (the control thread) owns a channel. If net_ctl_chan_new fails, the caller
+ * still owns impl. A fatal receive error (-EMSGSIZE, -EBADMSG, -EPROTO, a transport error, the peer's
+ * EOF) is sticky: later receives return it again; sending stays possible (to report the error). */
+#include "net/control.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CHAN_READ_SLACK      4096                                     /* bytes read beyond one full line */
+#define CHAN_IN_CAP          (NET_CTL_MAX_LINE + 2 + CHAN_READ_SLACK) /* line + "\r\n" + slack */
+#define CHAN_OUT_CAP         (NET_CTL_MAX_LINE + 2)                   /* line + "\n" + NUL */
+#define CHAN_POLL_STEP_MS    10                                       /* sleep step when there is no fd */
+#define FDS_WRITE_TIMEOUT_MS 30000                                    /* a peer that stops reading */
+
+struct net_ctl_chan {
+	const struct net_ctl_ops *ops;
+	void *impl;
+	char *in;       /* CHAN_IN_CAP bytes */
+	size_t in_len;  /* bytes buffered */
+	size_t in_scan; /* in[0..in_scan) holds no '\n' */
+	char *out;      /* CHAN_OUT_CAP bytes */
+	bool eof;       /* the transport reported end of stream */
+	int dead;       /* sticky fatal error, 0 while usable */
+	char dead_msg[QS_ERR_MSG_MAX];
+};
+
+int net_ctl_chan_new(const struct net_ctl_ops *ops, void *impl, struct net_ctl_chan **out)
+{
+	struct net_ctl_chan *c = calloc(1, sizeof(*c));
+	if (!c)
+		goto fail;
+	c->in = malloc(CHAN_IN_CAP);
+	c->out = malloc(CHAN_OUT_CAP);
+	if (!c->in || !c->out)
+		goto fail;
+	c->ops = ops;
+	c->impl = impl;
+	*out = c;
+	return 0;
+fail:
+	if (c) {
+		free(c->in);
+		free(c->out);
+		free(c);
+	}
+	*out = NULL;
+	return -ENOMEM;
+}
+
+int net_ctl_chan_finish(struct net_ctl_chan *c, int *exit_status)
+{
+	int rc = 0;
+	if (exit_status)
+		*exit_status = -1;
+	if (!c)
+		return 0;
+	if (c->ops->finish)
+		rc = c->ops->finish(c->impl, exit_status);
+	free(c->in);
+	free(c->out);
+	free(c);
+	return rc;
+}
+
+int net_ctl_poll_fd(struct net_ctl_chan *c)
+{
+	return c->ops->poll_fd ? c->ops->poll_fd(c->impl) : -1;
+}
+
+int net_ctl_pending(struct net_ctl_chan *c)
+{
+	/* an ended or broken channel "has data": a receive returns at once, so nobody should wait on it */
+	if (c->dead || c->eof)
+		return 1;
+	if (c->in_len > c->in_scan && memchr(c->in + c->in_scan, '\n', c->in_len - c->in_scan))
+		return 1;
+	if (c->ops->pending && c->ops->pending(c->impl) > 0)
+		return 1;
+	return 0;
+}
+
+int net_ctl_send(struct net_ctl_chan *c, const struct net_ctl_msg *m, struct qs_err *err)
+{
+	ssize_t n = net_ctl_emit(m, c->out, CHAN_OUT_CAP);
+	int rc;
+	if (n == -ENOSPC)
+		return qs_err_set(err, -EMSGSIZE, "%s message is over the %d-byte line limit",
+		                  net_ctl_type_name(m->type), NET_CTL_MAX_LINE);
+	if (n < 0)
+		return qs_err_set(err, (int)n, "cannot encode a %s message", net_ctl_type_name(m->type));
+	ssize_t w = c->ops->write(c->impl, c->out, (size_t)n);
+	rc = w < 0 ? (int)w : 0;
+	/* the line may carry the session secret (quic_init) */
+	explicit_bzero(c->out, (size_t)n);
+	if (rc < 0)
+		return qs_err_set(err, rc, "sending %s on the control channel: %s",
+		                  net_ctl_type_name(m->type), strerror(-rc));
+	return 0;
+}
+
+static int die(struct net_ctl_chan *c, struct qs_err *err, int code, const char *msg)
+{
+	c->dead = code;
+	snprintf(c->dead_msg, sizeof(c->dead_msg), "%s", msg);
+	return qs_err_set(err, code, "%s", c->dead_msg);
+}
+
+/* Takes one complete line out of the buffer if there is one. Returns 1 (line parsed into *m), 0 (no
+ * full line), or a negative errno. */
+static int take_line(struct net_ctl_chan *c, struct net_ctl_msg *m, struct qs_err *err)
+{
+	char *nl = c->in_len > c->in_scan ? memchr(c->in + c->in_scan, '\n', c->in_len - c->in_scan) : NULL;
+	if (!nl) {
+		c->in_scan = c->in_len;
+		return 0;
+	}
+	size_t used = (size_t)(nl - c->in) + 1;
+	size_t len = used - 1;
+	if (len > 0 && c->in[len - 1] == '\r')
+		len--;
+	if (len > NET_CTL_MAX_LINE) {
+		char msg[QS_ERR_MSG_MAX];
+		snprintf(msg, sizeof(msg), "control line of %zu bytes is over the %d-byte limit", len,
+		         NET_CTL_MAX_LINE);
+		return die(c, err, -EMSGSIZE, msg);
+	}
+	struct qs_err perr = {0};
+	int rc = net_ctl_parse(c->in, len, m, &perr);
+	/* quic_init lines hold the session secret: do not leave it in the buffer */
+	explicit_bzero(c->in, used);
+	memmove(c->in, c->in + used, c->in_len - used);
+	c->in_len -= used;
+	c->in_scan = 0;
+	if (rc == -ENOMSG)
+		return qs_err_set(err, rc, "%s", perr.msg);
+	if (rc < 0)
+		return die(c, err, rc, perr.msg);
+	return 1;
+}
+
+int net_ctl_recv(struct net_ctl_chan *c, struct net_ctl_msg *m, struct qs_err *err)
+{
+	if (c->dead)
+		return qs_err_set(err, c->dead, "%s", c->dead_msg);
+	for (;;) {
+		int rc = take_line(c, m, err);
+		if (rc != 0)
+			return rc;
+		if (c->eof)
+			return die(c, err, -EPIPE,
+			           c->in_len
+			               ? "the peer closed the control channel in the middle of a message"
+			               : "peer closed the control channel");
+		/* no '\n' within a full line's worth (plus "\r\n"): it can only be too long */
+		if (c->in_len >= NET_CTL_MAX_LINE + 2) {
+			char msg[QS_ERR_MSG_MAX];
+			snprintf(msg, sizeof(msg), "control line longer than the %d-byte limit",
+			         NET_CTL_MAX_LINE);
+			return die(c, err, -EMSGSIZE, msg);
+		}
+		ssize_t r = c->ops->read(c->impl, c->in + c->in_len, CHAN_IN_CAP - c->in_len);
+		if (r == 0)
+			return 0;
+		if (r == -EPIPE) {
+			c->eof = true;
+			continue;
+		}
+		if (r < 0) {
+			char msg[QS_ERR_MSG_MAX];
+			snprintf(msg, sizeof(msg), "reading the control channel: %s", strerror((int)-r));
+			return die(c, err, (int)r, msg);
+		}
+		c->in_len += (size_t)r;
+	}
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int net_ctl_recv_wait(struct net_ctl_chan *c, struct net_ctl_msg *m, int timeout_ms, struct qs_err *err)
+{
+	int64_t deadline = timeout_ms >= 0 ? now_ms() + timeout_ms : 0;
+	for (;;) {
+		int rc = net_ctl_recv(c, m, err);
+		if (rc != 0)
+			return rc;
+		int wait = -1;
+		if (timeout_ms >= 0) {
+			int64_t left = deadline - now_ms();
+			if (left <= 0)
+				return qs_err_set(err, -ETIMEDOUT,
+				                  "no control message from the peer within %d ms",
+				                  timeout_ms);
+			wait = left > INT32_MAX ? INT32_MAX : (int)left;
+		}
+		if (c->ops->pending && c->ops->pending(c->impl) > 0)
+			continue;
+		int fd = net_ctl_poll_fd(c);
+		if (fd < 0) {
+			int step = (wait < 0 || wait > CHAN_POLL_STEP_MS) ? CHAN_POLL_STEP_MS : wait;
+			struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)step * 1000000L};
+			nanosleep(&ts, NULL);
+			continue;
+		}
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		if (poll(&p, 1, wait) < 0 && errno != EINTR)
+			return qs_err_set(err, -errno, "poll on the control channel: %s", strerror(errno));
+	}
+}
+
+/* ---- the fd transport ------------------------------------------------------------------------- */
+
+struct fds_impl {
+	int rfd;
+	int wfd;
+	int rfd_flags; /* to put back on finish: O_NONBLOCK is shared with whoever else holds the file */
+};
+
+static ssize_t fds_read(void *impl, void *buf, size_t cap)
+{
+	struct fds_impl *f = impl;
+	for (;;) {
+		ssize_t r = read(f->rfd, buf, cap);
+		if (r > 0)
+			return r;
+		if (r == 0)
+			return -EPIPE;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return 0;
+		return -errno;
+	}
+}
+
+/* One write that cannot raise SIGPIPE: MSG_NOSIGNAL on sockets; on pipes SIGPIPE is blocked for the
+ * call and a SIGPIPE it raised is consumed before unblocking. */
+static ssize_t write_nosig(int fd, const void *buf, size_t len)
+{
+	ssize_t r = send(fd, buf, len, MSG_NOSIGNAL);
+	if (r >= 0 || errno != ENOTSOCK)
+		return r;
+	sigset_t pipe_set, old, pending;
+	sigemptyset(&pipe_set);
+	sigaddset(&pipe_set, SIGPIPE);
+	sigpending(&pending);
+	bool was_pending = sigismember(&pending, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+	r = write(fd, buf, len);
+	int e = errno;
+	if (r < 0 && e == EPIPE && !was_pending) {
+		struct timespec zero = {0, 0};
+		while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+			;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	errno = e;
+	return r;
+}
+
+static ssize_t fds_write(void *impl, const void *buf, size_t len)
+{
+	struct fds_impl *f = impl;
+	const char *p = buf;
+	size_t left = len;
+	while (left > 0) {
+		ssize_t w = write_nosig(f->wfd, p, left);
+		if (w > 0) {
+			p += w;
+			left -= (size_t)w;
+			continue;
+		}
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			struct pollfd pf = {.fd = f->wfd, .events = POLLOUT};
+			int pr = poll(&pf, 1, FDS_WRITE_TIMEOUT_MS);
+			if (pr == 0)
+				return -ETIMEDOUT;
+			if (pr < 0 && errno != EINTR)
+				return -errno;
+			continue;
+		}
+		return w < 0 ? -errno : -EIO;
+	}
+	return (ssize_t)len;
+}
+
+static int fds_poll_fd(void *impl)
+{
+	return ((struct fds_impl *)impl)->rfd;
+}
+
+static int fds_finish(void *impl, int *exit_status)
+{
+	struct fds_impl *f = impl;
+	if (exit_status)
+		*exit_status = -1;
+	if (f->rfd_flags >= 0)
+		(void)fcntl(f->rfd, F_SETFL, f->rfd_flags);
+	free(f);
+	return 0;
+}
+
+static const struct net_ctl_ops fds_ops = {
+    .read = fds_read,
+    .write = fds_write,
+    .poll_fd = fds_poll_fd,
+    .pending = NULL,
+    .finish = fds_finish,
+};
+
+int net_ctl_chan_fds(int rfd, int wfd, struct net_ctl_chan **out)
+{
+	*out = NULL;
+	if (rfd < 0 || wfd < 0)
+		return -EBADF;
+	struct fds_impl *f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	int rc;
+	f->rfd = rfd;
+	f->wfd = wfd;
+	f->rfd_flags = fcntl(rfd, F_GETFL);
+	if (f->rfd_flags < 0 || fcntl(rfd, F_SETFL, f->rfd_flags | O_NONBLOCK) < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	if ((rc = net_ctl_chan_new(&fds_ops, f, out)) < 0) {
+		(void)fcntl(rfd, F_SETFL, f->rfd_flags);
+		goto fail;
+	}
+	return 0;
+fail:
+	free(f);
+	return rc;
+}
