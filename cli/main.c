@@ -1,1 +1,41 @@
-int main(void){return 0;}
+/* qsync: rsync -a over SSH (authentication and a JSON control conversation) and QUIC (the bytes). */
+#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+
+int main(int argc, char **argv)
+{
+	static struct cli c;
+	struct engine_stats st;
+	struct qs_err err = {0};
+
+	signal(SIGPIPE, SIG_IGN);
+	int rc = cli_parse(argc, argv, &c);
+	if (rc == CLI_DONE)
+		return 0;
+	if (rc != 0)
+		return rc;
+
+	if (c.server) {
+		rc = engine_server_run(STDIN_FILENO, STDOUT_FILENO, c.eo.verbose, &err);
+		if (rc != ENGINE_EXIT_OK)
+			fprintf(stderr, "qsync --server: %s (exit %d)\n", err.msg[0] ? err.msg : "failed",
+			        rc);
+		return rc;
+	}
+
+	c.stderr_tty = isatty(STDERR_FILENO);
+	c.eo.on_event = cli_on_event;
+	c.eo.event_ctx = &c;
+	rc = engine_client_run(&c.eo, &st, &err);
+	if (rc != ENGINE_EXIT_OK) {
+		if (c.json) {
+			printf("{\"event\":\"error\",\"exit_code\":%d}\n", rc);
+			fflush(stdout);
+		}
+		fprintf(stderr, "qsync: %s (exit %d)\n", err.msg[0] ? err.msg : "failed", rc);
+	}
+	return rc;
+}

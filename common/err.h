@@ -8,8 +8,8 @@
 #define QS_ERR_MSG_MAX 256
 
 struct qs_err {
-	int code;                  /* negative errno, 0 when nothing went wrong */
-	char msg[QS_ERR_MSG_MAX];  /* for a human; never holds a secret */
+	int code;                 /* negative errno, 0 when nothing went wrong */
+	char msg[QS_ERR_MSG_MAX]; /* for a human; never holds a secret */
 };
 
 /* Records code and a printf-style message in *e (e may be NULL). Returns code, so callers can write

@@ -1,1 +1,449 @@
-/* placeholder: being written */
+/* The receiving side of a transfer: every stream the sender opens is one entry. Its path is judged
+ * before any syscall uses it, its bytes go to a temporary file beneath the destination, and only a
+ * complete stream whose XXH3-64 matches is renamed into place. The answer goes back on the same stream
+ * (an ack), and a refusal is also reported on the control channel and on stderr. Directory modes and
+ * times are applied last, deepest first, so writing into them cannot disturb them. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "engine/engine_int.h"
+#include "io/io.h"
+
+struct rcv_job {
+	struct receiver *r;
+	int64_t sid;
+	struct net_stream_dec dec;
+	struct io_wfile wf;
+	bool wf_open;
+	bool meta_seen;
+	bool end_seen; /* trailer read and hash good: committed when FIN shows nothing follows */
+	bool finished; /* committed, or failed: nothing more to do with incoming bytes */
+	bool failed;
+	XXH3_state_t *hash;
+	char link[NET_STREAM_MAX_PATH + 1];
+	size_t link_len;
+	uint8_t ack[NET_STREAM_MAX_ACK];
+	size_t ack_len, ack_off;
+	bool ack_ready;
+	char path[NET_STREAM_MAX_PATH + 1]; /* the path we act on (after single-file renaming) */
+};
+
+static const char *status_code_name(uint8_t st)
+{
+	switch (st) {
+	case NET_STREAM_EBADPATH:
+		return "UNSAFE_PATH";
+	case NET_STREAM_EHASH:
+		return "HASH_MISMATCH";
+	case NET_STREAM_ETRUNC:
+		return "TRUNCATED";
+	case NET_STREAM_EPROTO:
+		return "PROTOCOL";
+	case NET_STREAM_EIO:
+		return "IO_ERROR";
+	default:
+		return "OK";
+	}
+}
+
+static void queue_ack(struct rcv_job *j, uint8_t status, const char *msg)
+{
+	ssize_t n = net_stream_ack_encode(status, msg, j->ack, sizeof(j->ack));
+	j->ack_len = n > 0 ? (size_t)n : 0;
+	j->ack_off = 0;
+	j->ack_ready = true;
+	net_quic_stream_resume(j->r->q, j->sid);
+}
+
+/* Marks the entry failed: tells the sender (ack), the client (control channel) and the log (stderr). */
+static void job_fail(struct rcv_job *j, uint8_t status, const char *msg)
+{
+	struct receiver *r = j->r;
+	if (j->finished)
+		return;
+	j->finished = true;
+	j->failed = true;
+	if (j->wf_open) {
+		io_wfile_abort(&j->wf);
+		j->wf_open = false;
+	}
+	r->failed++;
+	fprintf(stderr, "qsync: receiver: %s\n", msg);
+	if (r->ctl) {
+		struct net_ctl_msg *m = calloc(1, sizeof(*m));
+		if (m) {
+			m->type = NET_CTL_ERROR;
+			snprintf(m->u.error.file, sizeof(m->u.error.file), "%s", j->dec.meta.path);
+			m->u.error.quic_stream_id = j->sid;
+			snprintf(m->u.error.error_code, sizeof(m->u.error.error_code), "%s",
+			         status_code_name(status));
+			snprintf(m->u.error.message, sizeof(m->u.error.message), "%s", msg);
+			struct qs_err e = {0};
+			net_ctl_send(r->ctl, m, &e);
+			free(m);
+		}
+	}
+	queue_ack(j, status, msg);
+}
+
+static struct io_meta meta_for(const struct receiver *r, const struct net_stream_meta *m, bool is_dir)
+{
+	struct io_meta im = {0};
+	im.set_mode = true;
+	if (r->perms)
+		im.mode = m->mode & 07777;
+	else
+		im.mode = (is_dir ? 0777 : (m->mode & 0111 ? 0777 : 0666)) & ~r->umask;
+	im.set_mtime = r->times;
+	im.mtime_ns = m->mtime_ns;
+	im.set_owner = r->owner && geteuid() == 0;
+	im.uid = m->uid;
+	im.gid = m->gid;
+	return im;
+}
+
+static int remember_dir(struct receiver *r, const char *rel, const struct net_stream_meta *m)
+{
+	if (r->n_dirs == r->cap_dirs) {
+		size_t ncap = r->cap_dirs ? r->cap_dirs * 2 : 64;
+		struct rcv_dirfix *nd = realloc(r->dirs, ncap * sizeof(*nd));
+		if (!nd)
+			return -ENOMEM;
+		r->dirs = nd;
+		r->cap_dirs = ncap;
+	}
+	struct rcv_dirfix *d = &r->dirs[r->n_dirs];
+	d->rel = strdup(rel);
+	if (!d->rel)
+		return -ENOMEM;
+	d->m.mode = m->mode;
+	d->m.mtime_ns = m->mtime_ns;
+	d->m.uid = m->uid;
+	d->m.gid = m->gid;
+	r->n_dirs++;
+	return 0;
+}
+
+static void on_meta(struct rcv_job *j)
+{
+	struct receiver *r = j->r;
+	const struct net_stream_meta *m = &j->dec.meta;
+	char msg[NET_STREAM_MAX_ACK_MSG];
+	struct qs_err e = {0};
+
+	j->meta_seen = true;
+	if (m->flags & NET_STREAM_F_ROOT) {
+		j->path[0] = '\0';
+	} else {
+		if (io_path_check(m->path, m->path_len, &e) < 0) {
+			snprintf(msg, sizeof(msg), "%s", e.msg);
+			job_fail(j, NET_STREAM_EBADPATH, msg);
+			return;
+		}
+		if (r->single_file && !(m->flags & NET_STREAM_F_DIR)) {
+			if (r->single_used) {
+				job_fail(j, NET_STREAM_EPROTO,
+				         "more than one entry sent for a single-file destination");
+				return;
+			}
+			r->single_used = true;
+			snprintf(j->path, sizeof(j->path), "%s", r->single_name);
+		} else {
+			memcpy(j->path, m->path, m->path_len + 1);
+		}
+	}
+
+	if (m->flags & NET_STREAM_F_DIR) {
+		if (io_mkdir_beneath(r->rootfd, j->path, &e) < 0 || remember_dir(r, j->path, m) < 0) {
+			snprintf(msg, sizeof(msg), "cannot create directory \"%s\": %s", j->path,
+			         e.msg[0] ? e.msg : "out of memory");
+			job_fail(j, NET_STREAM_EIO, msg);
+		}
+		return;
+	}
+	if (m->flags & NET_STREAM_F_SYMLINK) {
+		if (m->size == 0 || m->size > NET_STREAM_MAX_PATH)
+			job_fail(j, NET_STREAM_EPROTO, "symlink target of impossible length");
+		return;
+	}
+	if (io_wfile_open(r->rootfd, j->path, &j->wf, &e) < 0) {
+		snprintf(msg, sizeof(msg), "cannot create \"%s\": %s", j->path, e.msg);
+		job_fail(j, NET_STREAM_EIO, msg);
+		return;
+	}
+	j->wf_open = true;
+}
+
+static void on_data(struct rcv_job *j, const struct net_stream_ev *ev)
+{
+	char msg[NET_STREAM_MAX_ACK_MSG];
+	XXH3_64bits_update(j->hash, ev->data, ev->len);
+	if (j->dec.meta.flags & NET_STREAM_F_SYMLINK) {
+		if (ev->offset + ev->len > NET_STREAM_MAX_PATH) {
+			job_fail(j, NET_STREAM_EPROTO, "symlink target too long");
+			return;
+		}
+		memcpy(j->link + ev->offset, ev->data, ev->len);
+		j->link_len = (size_t)(ev->offset + ev->len);
+		return;
+	}
+	int rc = io_wfile_pwrite(&j->wf, ev->data, ev->len, ev->offset);
+	if (rc < 0) {
+		snprintf(msg, sizeof(msg), "write to \"%s\" failed: %s", j->path, strerror(-rc));
+		job_fail(j, NET_STREAM_EIO, msg);
+	}
+}
+
+static void on_end(struct rcv_job *j, const struct net_stream_ev *ev)
+{
+	char msg[NET_STREAM_MAX_ACK_MSG];
+	if (XXH3_64bits_digest(j->hash) != ev->hash) {
+		snprintf(msg, sizeof(msg),
+		         "hash mismatch for \"%s\": content damaged in transit, not written",
+		         j->path[0] ? j->path : ".");
+		job_fail(j, NET_STREAM_EHASH, msg);
+		return;
+	}
+	j->end_seen = true;
+}
+
+/* The stream ended right after a good trailer: put the entry in place. */
+static void commit(struct rcv_job *j)
+{
+	struct receiver *r = j->r;
+	const struct net_stream_meta *m = &j->dec.meta;
+	char msg[NET_STREAM_MAX_ACK_MSG];
+	struct qs_err e = {0};
+	struct io_meta im = meta_for(r, m, m->flags & NET_STREAM_F_DIR);
+	if (m->flags & NET_STREAM_F_SYMLINK) {
+		j->link[j->link_len] = '\0';
+		if (strlen(j->link) != j->link_len) {
+			job_fail(j, NET_STREAM_EPROTO, "symlink target contains a NUL byte");
+			return;
+		}
+		if (io_symlink_beneath(r->rootfd, j->path, j->link, &im, &e) < 0) {
+			snprintf(msg, sizeof(msg), "cannot create symlink \"%s\": %s", j->path, e.msg);
+			job_fail(j, NET_STREAM_EIO, msg);
+			return;
+		}
+	} else if (!(m->flags & NET_STREAM_F_DIR)) {
+		int rc = io_wfile_commit(&j->wf, &im, r->do_fsync, &e);
+		j->wf_open = false;
+		if (rc < 0) {
+			snprintf(msg, sizeof(msg), "cannot finish \"%s\": %s", j->path, e.msg);
+			job_fail(j, NET_STREAM_EIO, msg);
+			return;
+		}
+		r->bytes += m->size;
+	}
+	j->finished = true;
+	r->ok++;
+	if (r->verbose > 1)
+		fprintf(stderr, "qsync: receiver: %s\n", j->path[0] ? j->path : ".");
+	queue_ack(j, NET_STREAM_OK, NULL);
+}
+
+static int rcv_recv(void *ctx, int64_t sid, void **user, const uint8_t *data, size_t len, int fin)
+{
+	struct receiver *r = ctx;
+	struct rcv_job *j = *user;
+	char msg[NET_STREAM_MAX_ACK_MSG];
+
+	if (!j) {
+		j = calloc(1, sizeof(*j));
+		if (!j)
+			return -ENOMEM;
+		j->r = r;
+		j->sid = sid;
+		j->hash = XXH3_createState();
+		if (!j->hash) {
+			free(j);
+			return -ENOMEM;
+		}
+		XXH3_64bits_reset(j->hash);
+		net_stream_dec_init(&j->dec);
+		*user = j;
+	}
+	while (len > 0 && !j->finished) {
+		struct net_stream_ev ev;
+		struct qs_err e = {0};
+		ssize_t used = net_stream_dec_feed(&j->dec, data, len, &ev, &e);
+		if (used < 0) {
+			uint8_t st = used == -ENAMETOOLONG || used == -EINVAL ? NET_STREAM_EBADPATH
+			                                                      : NET_STREAM_EPROTO;
+			snprintf(msg, sizeof(msg), "bad stream from sender: %s", e.msg);
+			job_fail(j, st, msg);
+			break;
+		}
+		data += used;
+		len -= (size_t)used;
+		switch (ev.kind) {
+		case NET_STREAM_EV_META:
+			on_meta(j);
+			break;
+		case NET_STREAM_EV_DATA:
+			on_data(j, &ev);
+			break;
+		case NET_STREAM_EV_END:
+			on_end(j, &ev);
+			break;
+		case NET_STREAM_EV_NONE:
+			break;
+		}
+	}
+	/* Bytes after a failure are dropped; bytes after the trailer fail the entry (the decoder says so).
+	 * Only FIN right after a good trailer puts the entry in place. */
+	if (fin && !j->finished) {
+		struct qs_err e = {0};
+		if (j->end_seen) {
+			commit(j);
+		} else if (net_stream_dec_finish(&j->dec, &e) < 0) {
+			snprintf(msg, sizeof(msg), "truncated stream for \"%s\": %s",
+			         j->meta_seen ? j->dec.meta.path : "(no metadata yet)", e.msg);
+			job_fail(j, NET_STREAM_ETRUNC, msg);
+		}
+	}
+	return 0;
+}
+
+static ssize_t rcv_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t cap, int *fin)
+{
+	struct rcv_job *j = user;
+	*fin = 0;
+	if (!j || !j->ack_ready)
+		return 0;
+	size_t k = j->ack_len - j->ack_off;
+	if (k > cap)
+		k = cap;
+	memcpy(buf, j->ack + j->ack_off, k);
+	j->ack_off += k;
+	if (j->ack_off == j->ack_len)
+		*fin = 1;
+	return (ssize_t)k;
+}
+
+static void rcv_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
+{
+	struct receiver *r = ctx;
+	struct rcv_job *j = user;
+	r->closed++;
+	if (!j)
+		return;
+	if (!j->finished) {
+		/* The sender gave up on it (reset), or the connection died: nothing reaches the final name.
+		 */
+		if (j->wf_open)
+			io_wfile_abort(&j->wf);
+		r->failed++;
+		if (r->verbose)
+			fprintf(stderr, "qsync: receiver: \"%s\" abandoned by the sender (code %llu)\n",
+			        j->meta_seen ? j->dec.meta.path : "?", (unsigned long long)app_error);
+	}
+	XXH3_freeState(j->hash);
+	free(j);
+}
+
+const struct net_quic_cb receiver_quic_cb_template = {
+    .recv = rcv_recv,
+    .fill = rcv_fill,
+    .closed = rcv_closed,
+};
+
+int receiver_open(struct receiver *r, const struct net_ctl_sync_start *ss, struct qs_err *err)
+{
+	const char *dest = ss->destination;
+	size_t len = strlen(dest);
+	char root[NET_CTL_MAX_STR + 1];
+
+	mode_t um = umask(0);
+	umask(um);
+	r->umask = um;
+	r->perms = ss->preserve_permissions;
+	r->times = ss->preserve_timestamps;
+	r->owner = ss->preserve_owner;
+	r->rootfd = -1;
+	if (len == 0)
+		return qs_err_set(err, -EINVAL, "empty destination path");
+	snprintf(root, sizeof(root), "%s", dest);
+
+	struct stat st;
+	bool dest_is_dir = stat(dest, &st) == 0 && S_ISDIR(st.st_mode);
+	if (ss->single_file && !dest_is_dir && dest[len - 1] != '/') {
+		/* "qsync file host:path/name": the one file is written as name inside path. */
+		char *slash = strrchr(root, '/');
+		const char *base = slash ? slash + 1 : root;
+		if (strlen(base) > IO_NAME_MAX || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
+			return qs_err_set(err, -EINVAL, "bad destination file name \"%s\"", dest);
+		snprintf(r->single_name, sizeof(r->single_name), "%s", base);
+		r->single_file = true;
+		if (slash == root)
+			root[1] = '\0';
+		else if (slash)
+			*slash = '\0';
+		else
+			snprintf(root, sizeof(root), ".");
+	} else if (!dest_is_dir) {
+		/* Like rsync, create the last level of the destination, not the whole chain. */
+		if (mkdir(dest, 0777) < 0 && errno != EEXIST)
+			return qs_err_set(err, -errno, "cannot create destination directory \"%s\": %s", dest,
+			                  strerror(errno));
+	}
+	r->rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (r->rootfd < 0)
+		return qs_err_set(err, -errno, "cannot open destination \"%s\": %s", root, strerror(errno));
+	return 0;
+}
+
+static int depth_cmp(const void *a, const void *b)
+{
+	const struct rcv_dirfix *x = a, *y = b;
+	size_t dx = 0, dy = 0;
+	for (const char *p = x->rel; *p; p++)
+		dx += *p == '/';
+	for (const char *p = y->rel; *p; p++)
+		dy += *p == '/';
+	if (x->rel[0] == '\0')
+		return 1; /* the root last */
+	if (y->rel[0] == '\0')
+		return -1;
+	return dx < dy ? 1 : dx > dy ? -1 : 0;
+}
+
+int receiver_finish(struct receiver *r, struct qs_err *err)
+{
+	int first = 0;
+	qsort(r->dirs, r->n_dirs, sizeof(*r->dirs), depth_cmp);
+	for (size_t i = 0; i < r->n_dirs; i++) {
+		struct net_stream_meta m = {0};
+		m.mode = r->dirs[i].m.mode;
+		m.mtime_ns = r->dirs[i].m.mtime_ns;
+		m.uid = r->dirs[i].m.uid;
+		m.gid = r->dirs[i].m.gid;
+		struct io_meta im = meta_for(r, &m, true);
+		struct qs_err e = {0};
+		int rc = io_meta_apply_beneath(r->rootfd, r->dirs[i].rel, &im, &e);
+		if (rc < 0 && first == 0) {
+			first = rc;
+			qs_err_set(err, rc, "cannot set attributes of \"%s\": %s", r->dirs[i].rel, e.msg);
+		}
+	}
+	return first;
+}
+
+void receiver_free(struct receiver *r)
+{
+	for (size_t i = 0; i < r->n_dirs; i++)
+		free(r->dirs[i].rel);
+	free(r->dirs);
+	r->dirs = NULL;
+	r->n_dirs = r->cap_dirs = 0;
+	if (r->rootfd >= 0)
+		close(r->rootfd);
+	r->rootfd = -1;
+}

@@ -12,9 +12,9 @@
 
 #include "common/err.h"
 
-#define IO_PATH_MAX      4096 /* bytes in a relative path */
-#define IO_NAME_MAX      255  /* bytes in one component */
-#define IO_PATH_MAX_DEPTH 512 /* components in a path */
+#define IO_PATH_MAX       4096 /* bytes in a relative path */
+#define IO_NAME_MAX       255  /* bytes in one component */
+#define IO_PATH_MAX_DEPTH 512  /* components in a path */
 
 /* Judges a relative path that came from the network: non-empty, relative, no NUL within len, no empty,
  * "." or ".." component, no trailing '/', total <= IO_PATH_MAX, each component <= IO_NAME_MAX, at most
@@ -40,7 +40,7 @@ int io_mkdir_beneath(int rootfd, const char *rel, struct qs_err *err);
 
 /* Metadata to apply to a finished entry. */
 struct io_meta {
-	uint32_t mode;   /* permission bits (type bits ignored) */
+	uint32_t mode; /* permission bits (type bits ignored) */
 	int64_t mtime_ns;
 	uint32_t uid, gid;
 	bool set_mode, set_mtime, set_owner;
@@ -48,8 +48,8 @@ struct io_meta {
 
 /* A file being received: a temporary ".<name>.qs.XXXXXX" in the target directory, mode 0600. */
 struct io_wfile {
-	int dirfd;            /* the target directory */
-	int fd;               /* the temporary file */
+	int dirfd; /* the target directory */
+	int fd;    /* the temporary file */
 	char tmpname[IO_NAME_MAX + 1];
 	char name[IO_NAME_MAX + 1];
 };
@@ -71,7 +71,7 @@ void io_wfile_abort(struct io_wfile *w);
 /* Creates symlink rel -> target beneath rootfd atomically (temp name + rename), applying mtime and owner
  * to the link itself. */
 int io_symlink_beneath(int rootfd, const char *rel, const char *target, const struct io_meta *meta,
-		       struct qs_err *err);
+                       struct qs_err *err);
 
 /* Applies meta to an existing entry rel beneath rootfd ("" = the root), without following a symlink at
  * the last component (used for directories after their contents are written). */
@@ -80,9 +80,9 @@ int io_meta_apply_beneath(int rootfd, const char *rel, const struct io_meta *met
 /* ---- sender: tree walk ----------------------------------------------------------------------- */
 
 struct io_walk_ent {
-	const char *rel;   /* path relative to the walk's top, "" for the top itself */
-	const char *abs;   /* path usable with open() from the current directory */
-	struct stat st;    /* lstat of the entry */
+	const char *rel; /* path relative to the walk's top, "" for the top itself */
+	const char *abs; /* path usable with open() from the current directory */
+	struct stat st;  /* lstat of the entry */
 };
 
 /* Walks path (pre-order: a directory before its contents; entries within a directory in name order),
@@ -92,6 +92,6 @@ struct io_walk_ent {
  * negative errno to stop the walk with that error. Unreadable directories are reported via err and
  * abort the walk. */
 int io_walk(const char *path, const char *prefix, bool recursive,
-	    int (*cb)(void *ctx, const struct io_walk_ent *e), void *ctx, struct qs_err *err);
+            int (*cb)(void *ctx, const struct io_walk_ent *e), void *ctx, struct qs_err *err);
 
 #endif

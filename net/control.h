@@ -11,11 +11,11 @@
 
 #include "common/err.h"
 
-#define NET_CTL_MAX_LINE     (64 * 1024) /* bytes in one message, newline excluded */
-#define NET_CTL_MAX_TOKENS   512         /* jsmn tokens per message */
-#define NET_CTL_MAX_STR      4096        /* longest string field (paths) */
-#define NET_CTL_MAX_CAPS     16          /* capabilities listed in hello */
-#define NET_CTL_PSK_LEN      32          /* session secret, bytes */
+#define NET_CTL_MAX_LINE      (64 * 1024) /* bytes in one message, newline excluded */
+#define NET_CTL_MAX_TOKENS    512         /* jsmn tokens per message */
+#define NET_CTL_MAX_STR       4096        /* longest string field (paths) */
+#define NET_CTL_MAX_CAPS      16          /* capabilities listed in hello */
+#define NET_CTL_PSK_LEN       32          /* session secret, bytes */
 #define NET_CTL_PROTO_VERSION "1.0"
 
 enum net_ctl_type {

@@ -1,1 +1,1648 @@
-/* placeholder: being written */
+/* The QUIC data plane: one ngtcp2 0.12 connection on a non-blocking UDP socket, authenticated by a TLS 1.3
+ * external PSK (GnuTLS, ECDHE-PSK, no certificates). Stream payload is pulled from the owner through fill()
+ * into 64 KiB chunks that stay here until the peer acknowledges them (ngtcp2 0.12 does not copy stream
+ * data). docs/QUIC_NOTES.md describes the handshake, credit, buffering and timers. */
+#include "net/quic.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
+#include <ngtcp2/ngtcp2.h>
+#include <ngtcp2/ngtcp2_crypto.h>
+#include <ngtcp2/ngtcp2_crypto_gnutls.h>
+
+#define CHUNK_SIZE     (64u * 1024u) /* unit of send buffering */
+#define UNSENT_LOW     CHUNK_SIZE    /* refill a stream when at most this much is unsent: <= 2 chunks */
+#define CHUNK_FREE_MAX 256u          /* idle chunks kept for reuse (16 MiB) */
+#define RX_BATCH       16u           /* receive buffers per recvmmsg */
+#define RX_SLOT        65536u        /* one buffer holds a GRO train of datagrams */
+#define RX_PAYLOAD_MAX 2048u         /* largest datagram we accept (advertised as max_udp_payload_size) */
+#define RX_ROUNDS      16u           /* recvmmsg rounds per process call, so sending is not starved */
+#define TX_BATCH       64u           /* packets per sendmmsg */
+#define TX_SLOT        1500u         /* >= TX_PAYLOAD_MAX and >= NGTCP2_MAX_UDP_PAYLOAD_SIZE */
+#define TX_PAYLOAD_MAX 1452u         /* 1500 - IPv6 - UDP */
+#define TX_PER_PROCESS 1024u         /* packets written per process call */
+#define GSO_SEGS_MAX   44u           /* packets per UDP GSO send ... */
+#define GSO_BYTES_MAX  65000u        /* ... within one 64 KiB datagram */
+#define SCID_LEN       18u
+#define ID_MAX         128u /* longest PSK identity */
+#define SOCK_BUF       (8 << 20)
+#define HTAB_MIN       256u
+#define APP_ERR_GONE   ECONNABORTED /* app_error given to closed() when the connection goes away */
+#define CLOSE_WAIT_MS  200          /* how long net_quic_close waits for room to send CONNECTION_CLOSE */
+
+_Static_assert(TX_SLOT >= TX_PAYLOAD_MAX && TX_SLOT >= NGTCP2_MAX_UDP_PAYLOAD_SIZE, "tx slot too small");
+
+static const char priority[] = "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:"
+                               "+CHACHA20-POLY1305:-KX-ALL:+ECDHE-PSK:+DHE-PSK:%DISABLE_TLS13_COMPAT_MODE";
+
+enum { ST_LISTEN, ST_HANDSHAKE, ST_OPEN, ST_DEAD };
+
+struct chunk {
+	struct chunk *next;
+	uint64_t off; /* stream offset of data[0] */
+	size_t len;
+	uint8_t data[CHUNK_SIZE];
+};
+
+struct qstream {
+	int64_t sid;
+	void *user;
+	struct qstream *hnext;            /* hash chain */
+	struct qstream *prev, *next;      /* every live stream; next also links the graveyard */
+	struct qstream *rprev, *rnext;    /* send ring, while in_ring */
+	struct chunk *head, *tail, *send; /* retained bytes; send is the first chunk with unsent bytes */
+	uint64_t acked;                   /* offsets: acknowledged <= sent <= filled */
+	uint64_t sent;
+	uint64_t filled;
+	uint64_t reset_code; /* deferred reset (pending_reset) */
+	unsigned in_ring : 1, started : 1, fin_filled : 1, fin_sent : 1, sleeping : 1, blocked : 1, shut : 1,
+	    closed : 1, pending_reset : 1;
+};
+
+struct net_quic {
+	int fd;
+	int server;
+	int gso; /* UDP GSO usable (cleared on the first refusal) */
+	int st;
+	int hs_done;
+	int alpn_bad;
+	int dead;                      /* negative errno once the connection is over */
+	char dead_msg[QS_ERR_MSG_MAX]; /* words for dead */
+	ngtcp2_conn *conn;
+	gnutls_session_t tls;
+	gnutls_psk_client_credentials_t ccred;
+	gnutls_psk_server_credentials_t scred;
+	ngtcp2_crypto_conn_ref ref;
+	struct net_quic_cfg cfg;
+	struct net_quic_cb cb;
+	char id[ID_MAX + 1];
+	size_t idlen;
+	uint8_t psk[NET_QUIC_PSK_LEN];
+	struct sockaddr_storage local, peer;
+	socklen_t locallen, peerlen;
+	unsigned rejected;
+	uint8_t rej_dcid[NGTCP2_MAX_CIDLEN]; /* original DCID of the last rejected attempt: its retransmits */
+	size_t rej_dcidlen;
+	/* streams */
+	struct qstream **htab;
+	size_t hcap, nstreams;
+	struct qstream *all, *ring, *grave;
+	size_t nring;
+	struct chunk *freechunks;
+	size_t nfree;
+	int in_ng; /* inside an ngtcp2 call (read, expiry, packet assembly): resets wait */
+	size_t npending;
+	uint64_t bytes_sent;
+	/* packets written and not yet handed to the kernel: tx[txdone..ntx) */
+	size_t ntx, txdone;
+	size_t txlen[TX_BATCH];
+	uint8_t tx[TX_BATCH][TX_SLOT];
+	uint8_t rx[RX_BATCH][RX_SLOT];
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * NGTCP2_SECONDS + (uint64_t)ts.tv_nsec;
+}
+
+void net_quic_cfg_default(struct net_quic_cfg *c)
+{
+	/* 10 Gbit/s x 100 ms is 125 MB in flight: the connection window covers it, a stream gets 16 MiB. */
+	c->max_streams = 1000;
+	c->max_data = 128u << 20;
+	c->max_stream_data = 16u << 20;
+	c->idle_timeout_ms = 30000;
+	c->handshake_timeout_ms = 10000;
+}
+
+/* ---- chunks ---- */
+
+static struct chunk *chunk_get(struct net_quic *q)
+{
+	struct chunk *c = q->freechunks;
+
+	if (c) {
+		q->freechunks = c->next;
+		q->nfree--;
+	} else {
+		c = malloc(sizeof(*c));
+		if (!c)
+			return NULL;
+	}
+	c->next = NULL;
+	c->len = 0;
+	return c;
+}
+
+static void chunk_put(struct net_quic *q, struct chunk *c)
+{
+	if (q->nfree >= CHUNK_FREE_MAX) {
+		free(c);
+		return;
+	}
+	c->next = q->freechunks;
+	q->freechunks = c;
+	q->nfree++;
+}
+
+/* ---- stream table, list and send ring ---- */
+
+static size_t hslot(const struct net_quic *q, int64_t sid)
+{
+	/* the two low bits are the stream type; the rest counts up */
+	return ((uint64_t)sid >> 2) & (q->hcap - 1);
+}
+
+static struct qstream *stream_find(const struct net_quic *q, int64_t sid)
+{
+	struct qstream *s;
+
+	if (!q->htab)
+		return NULL;
+	for (s = q->htab[hslot(q, sid)]; s; s = s->hnext)
+		if (s->sid == sid)
+			return s;
+	return NULL;
+}
+
+/* Makes room for one more stream so that inserting cannot fail later. */
+static int htab_reserve(struct net_quic *q)
+{
+	struct qstream **nt;
+	size_t ncap, i;
+
+	if (q->htab && (q->nstreams + 1) * 2 <= q->hcap)
+		return 0;
+	ncap = q->hcap ? q->hcap * 2 : HTAB_MIN;
+	nt = calloc(ncap, sizeof(*nt));
+	if (!nt)
+		return q->htab && q->nstreams < q->hcap * 4 ? 0 : -ENOMEM; /* chains just get longer */
+	for (i = 0; i < q->hcap; i++) {
+		struct qstream *s = q->htab[i], *n;
+		for (; s; s = n) {
+			size_t j = ((uint64_t)s->sid >> 2) & (ncap - 1);
+			n = s->hnext;
+			s->hnext = nt[j];
+			nt[j] = s;
+		}
+	}
+	free(q->htab);
+	q->htab = nt;
+	q->hcap = ncap;
+	return 0;
+}
+
+static void ring_add(struct net_quic *q, struct qstream *s)
+{
+	if (s->in_ring)
+		return;
+	s->in_ring = 1;
+	if (!q->ring) {
+		s->rnext = s->rprev = s;
+		q->ring = s;
+	} else {
+		/* behind the current head: it gets its turn after everyone already waiting */
+		s->rnext = q->ring;
+		s->rprev = q->ring->rprev;
+		s->rprev->rnext = s;
+		q->ring->rprev = s;
+	}
+	q->nring++;
+}
+
+static void ring_remove(struct net_quic *q, struct qstream *s)
+{
+	if (!s->in_ring)
+		return;
+	s->in_ring = 0;
+	if (s->rnext == s) {
+		q->ring = NULL;
+	} else {
+		s->rprev->rnext = s->rnext;
+		s->rnext->rprev = s->rprev;
+		if (q->ring == s)
+			q->ring = s->rnext;
+	}
+	s->rnext = s->rprev = NULL;
+	q->nring--;
+}
+
+static void stream_wake(struct net_quic *q, struct qstream *s)
+{
+	if (s->started && !s->sleeping && !s->blocked && !s->shut && !s->closed && !s->fin_sent)
+		ring_add(q, s);
+}
+
+/* Caller has called htab_reserve. */
+static struct qstream *stream_new(struct net_quic *q, int64_t sid)
+{
+	struct qstream *s = calloc(1, sizeof(*s));
+	size_t h;
+
+	if (!s)
+		return NULL;
+	s->sid = sid;
+	h = hslot(q, sid);
+	s->hnext = q->htab[h];
+	q->htab[h] = s;
+	s->next = q->all;
+	if (q->all)
+		q->all->prev = s;
+	q->all = s;
+	q->nstreams++;
+	return s;
+}
+
+static void stream_release_chunks(struct net_quic *q, struct qstream *s)
+{
+	struct chunk *c, *n;
+
+	for (c = s->head; c; c = n) {
+		n = c->next;
+		chunk_put(q, c);
+	}
+	s->head = s->tail = s->send = NULL;
+}
+
+/* Unlinks s, tells the owner, and parks the struct until no pointer to it can be on the stack. */
+static void stream_finish(struct net_quic *q, struct qstream *s, uint64_t app_error)
+{
+	struct qstream **pp;
+
+	if (s->closed)
+		return;
+	s->closed = 1;
+	ring_remove(q, s);
+	for (pp = &q->htab[hslot(q, s->sid)]; *pp; pp = &(*pp)->hnext)
+		if (*pp == s) {
+			*pp = s->hnext;
+			break;
+		}
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		q->all = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	q->nstreams--;
+	stream_release_chunks(q, s);
+	if (q->conn && q->st != ST_DEAD)
+		ngtcp2_conn_set_stream_user_data(q->conn, s->sid, NULL);
+	if (q->cb.closed)
+		q->cb.closed(q->cb.ctx, s->sid, s->user, app_error);
+	s->prev = NULL;
+	s->next = q->grave;
+	q->grave = s;
+}
+
+static void grave_empty(struct net_quic *q)
+{
+	struct qstream *s, *n;
+
+	for (s = q->grave; s; s = n) {
+		n = s->next;
+		free(s);
+	}
+	q->grave = NULL;
+}
+
+static void drop_all_streams(struct net_quic *q)
+{
+	while (q->all)
+		stream_finish(q, q->all, APP_ERR_GONE);
+}
+
+/* Resets both directions. Write side first: ngtcp2 0.12 prepends control frames, so STOP_SENDING then
+ * leads the packet and creates the stream at a peer that has never seen it; a RESET_STREAM arriving
+ * first would be consumed without a stream and the peer would never reset its own side toward us. */
+static void shutdown_both(struct net_quic *q, struct qstream *s, uint64_t code)
+{
+	s->shut = 1;
+	(void)ngtcp2_conn_shutdown_stream_write(q->conn, s->sid, code);
+	(void)ngtcp2_conn_shutdown_stream_read(q->conn, s->sid, code);
+}
+
+/* A reset asked for from inside an ngtcp2 call (a callback, fill() during packet assembly) waits until
+ * ngtcp2 may be called again; the stream stops sending and receiving at once. */
+static void stream_request_reset(struct net_quic *q, struct qstream *s, uint64_t code)
+{
+	ring_remove(q, s);
+	if (s->shut || s->closed)
+		return;
+	if (q->in_ng) {
+		if (!s->pending_reset) {
+			s->pending_reset = 1;
+			s->reset_code = code;
+			q->npending++;
+		}
+		return;
+	}
+	shutdown_both(q, s, code);
+}
+
+static void apply_pending_resets(struct net_quic *q)
+{
+	struct qstream *s;
+
+	if (!q->npending)
+		return;
+	for (s = q->all; s && q->npending; s = s->next) {
+		if (!s->pending_reset)
+			continue;
+		s->pending_reset = 0;
+		q->npending--;
+		if (!s->shut)
+			shutdown_both(q, s, s->reset_code);
+	}
+	q->npending = 0;
+}
+
+/* ---- pulling payload from the owner ---- */
+
+/* Returns 1 when s has bytes or a fin to write, 0 when it has nothing now, -ENOMEM. */
+static int stream_refill(struct net_quic *q, struct qstream *s)
+{
+	while (!s->fin_filled && !s->sleeping && !s->shut && s->filled - s->sent <= UNSENT_LOW) {
+		struct chunk *c = s->tail;
+		int fresh = 0, fin = 0;
+		size_t cap;
+		ssize_t n;
+
+		if (!c || c->len == CHUNK_SIZE) {
+			c = chunk_get(q);
+			if (!c)
+				return s->filled > s->sent ? 1 : -ENOMEM;
+			c->off = s->filled;
+			fresh = 1;
+		}
+		cap = CHUNK_SIZE - c->len;
+		n = q->cb.fill(q->cb.ctx, s->sid, s->user, c->data + c->len, cap, &fin);
+		if (n < 0 || (size_t)n > cap) {
+			if (fresh)
+				chunk_put(q, c);
+			stream_request_reset(q, s, n < 0 ? (uint64_t)-n : (uint64_t)EOVERFLOW);
+			return 0;
+		}
+		if (fresh) {
+			if (n == 0) {
+				chunk_put(q, c); /* a sleeping stream holds no empty chunk */
+			} else {
+				if (s->tail)
+					s->tail->next = c;
+				else
+					s->head = c;
+				s->tail = c;
+				if (!s->send)
+					s->send = c;
+			}
+		}
+		c->len += (size_t)n;
+		s->filled += (uint64_t)n;
+		if (fin)
+			s->fin_filled = 1;
+		else if (n == 0)
+			s->sleeping = 1;
+		if ((size_t)n < cap)
+			break; /* the owner gave what it had; ask again on the next turn */
+	}
+	if (s->shut)
+		return 0;
+	return s->filled > s->sent || (s->fin_filled && !s->fin_sent);
+}
+
+static size_t stream_vecs(struct qstream *s, ngtcp2_vec *v, size_t max)
+{
+	struct chunk *c = s->send;
+	uint64_t pos = s->sent;
+	size_t n = 0;
+
+	while (c && c->off + c->len <= pos && c->next)
+		c = c->next;
+	s->send = c;
+	for (; c && n < max; c = c->next) {
+		size_t skip;
+		if (c->off + c->len <= pos)
+			continue;
+		skip = (size_t)(pos - c->off);
+		v[n].base = c->data + skip;
+		v[n].len = c->len - skip;
+		pos += v[n].len;
+		n++;
+	}
+	return n;
+}
+
+/* ---- ngtcp2 callbacks ---- */
+
+static ngtcp2_conn *get_conn(ngtcp2_crypto_conn_ref *ref)
+{
+	return ((struct net_quic *)ref->user_data)->conn;
+}
+
+static void rand_cb(uint8_t *dest, size_t len, const ngtcp2_rand_ctx *ctx)
+{
+	(void)ctx;
+	(void)gnutls_rnd(GNUTLS_RND_NONCE, dest, len);
+}
+
+static int new_cid_cb(ngtcp2_conn *conn, ngtcp2_cid *cid, uint8_t *token, size_t cidlen, void *ud)
+{
+	(void)conn;
+	(void)ud;
+	if (gnutls_rnd(GNUTLS_RND_NONCE, cid->data, cidlen) != 0 ||
+	    gnutls_rnd(GNUTLS_RND_RANDOM, token, NGTCP2_STATELESS_RESET_TOKENLEN) != 0)
+		return NGTCP2_ERR_CALLBACK_FAILURE;
+	cid->datalen = cidlen;
+	return 0;
+}
+
+static int handshake_completed_cb(ngtcp2_conn *conn, void *ud)
+{
+	struct net_quic *q = ud;
+	gnutls_datum_t alpn;
+
+	(void)conn;
+	if (gnutls_alpn_get_selected_protocol(q->tls, &alpn) != 0 || alpn.size != strlen(NET_QUIC_ALPN) ||
+	    memcmp(alpn.data, NET_QUIC_ALPN, alpn.size) != 0) {
+		q->alpn_bad = 1;
+		return NGTCP2_ERR_CALLBACK_FAILURE;
+	}
+	q->hs_done = 1;
+	return 0;
+}
+
+static struct qstream *remote_stream(struct net_quic *q, int64_t sid)
+{
+	struct qstream *s = stream_find(q, sid);
+
+	if (s)
+		return s;
+	if (htab_reserve(q) < 0 || !(s = stream_new(q, sid)))
+		return NULL;
+	ngtcp2_conn_set_stream_user_data(q->conn, sid, s);
+	return s;
+}
+
+static int stream_open_cb(ngtcp2_conn *conn, int64_t sid, void *ud)
+{
+	(void)conn;
+	if (!ngtcp2_is_bidi_stream(sid))
+		return 0; /* we allow no unidirectional streams, ngtcp2 refuses them */
+	return remote_stream(ud, sid) ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+}
+
+static int recv_stream_data_cb(ngtcp2_conn *conn, uint32_t flags, int64_t sid, uint64_t offset,
+                               const uint8_t *data, size_t len, void *ud, void *sud)
+{
+	struct net_quic *q = ud;
+	struct qstream *s = sud;
+	int rv;
+
+	(void)offset;
+	if (!s) {
+		s = remote_stream(q, sid);
+		if (!s)
+			return NGTCP2_ERR_CALLBACK_FAILURE;
+	}
+	/* the connection window is ours to credit whatever the stream does with the bytes */
+	ngtcp2_conn_extend_max_offset(conn, len);
+	if (s->shut || s->closed || s->pending_reset)
+		return 0;
+	rv = q->cb.recv(q->cb.ctx, sid, &s->user, data, len, (flags & NGTCP2_STREAM_DATA_FLAG_FIN) != 0);
+	if (rv < 0) {
+		stream_request_reset(q, s, (uint64_t)-rv);
+		return 0;
+	}
+	ngtcp2_conn_extend_max_stream_offset(conn, sid, len);
+	if (!s->started) {
+		/* a peer-opened stream may answer once its owner has seen it */
+		s->started = 1;
+		stream_wake(q, s);
+	}
+	return 0;
+}
+
+static int acked_cb(ngtcp2_conn *conn, int64_t sid, uint64_t offset, uint64_t len, void *ud, void *sud)
+{
+	struct net_quic *q = ud;
+	struct qstream *s = sud;
+	struct chunk *c;
+
+	(void)conn;
+	(void)sid;
+	if (!s)
+		return 0;
+	s->acked = offset + len;
+	while ((c = s->head) && c->off + c->len <= s->acked && (c != s->tail || c->len == CHUNK_SIZE)) {
+		s->head = c->next;
+		if (s->send == c)
+			s->send = c->next;
+		if (s->tail == c)
+			s->tail = NULL;
+		chunk_put(q, c);
+	}
+	return 0;
+}
+
+static int stream_close_cb(ngtcp2_conn *conn, uint32_t flags, int64_t sid, uint64_t app_error, void *ud,
+                           void *sud)
+{
+	struct net_quic *q = ud;
+
+	if (!(flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET))
+		app_error = 0;
+	else if (app_error == 0)
+		app_error = ECONNRESET; /* a reset is never reported as success */
+	/* ngtcp2 0.12 leaves stream credit to us: every remote stream that ends frees one slot */
+	if (ngtcp2_is_bidi_stream(sid) && !ngtcp2_conn_is_local_stream(conn, sid))
+		ngtcp2_conn_extend_max_streams_bidi(conn, 1);
+	if (sud)
+		stream_finish(q, sud, app_error);
+	return 0;
+}
+
+static int stream_reset_cb(ngtcp2_conn *conn, int64_t sid, uint64_t final_size, uint64_t app_error, void *ud,
+                           void *sud)
+{
+	(void)conn;
+	(void)sid;
+	(void)final_size;
+	/* a reset ends the stream in both directions: stop sending too */
+	if (sud)
+		stream_request_reset(ud, sud, app_error ? app_error : ECONNRESET);
+	return 0;
+}
+
+static int extend_max_stream_data_cb(ngtcp2_conn *conn, int64_t sid, uint64_t max_data, void *ud, void *sud)
+{
+	struct qstream *s = sud;
+
+	(void)conn;
+	(void)sid;
+	(void)max_data;
+	if (s && s->blocked) {
+		s->blocked = 0;
+		stream_wake(ud, s);
+	}
+	return 0;
+}
+
+static void fill_callbacks(ngtcp2_callbacks *cb, int server)
+{
+	memset(cb, 0, sizeof(*cb));
+	if (server) {
+		cb->recv_client_initial = ngtcp2_crypto_recv_client_initial_cb;
+	} else {
+		cb->client_initial = ngtcp2_crypto_client_initial_cb;
+		cb->recv_retry = ngtcp2_crypto_recv_retry_cb;
+	}
+	cb->recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb;
+	cb->handshake_completed = handshake_completed_cb;
+	cb->encrypt = ngtcp2_crypto_encrypt_cb;
+	cb->decrypt = ngtcp2_crypto_decrypt_cb;
+	cb->hp_mask = ngtcp2_crypto_hp_mask_cb;
+	cb->recv_stream_data = recv_stream_data_cb;
+	cb->acked_stream_data_offset = acked_cb;
+	cb->stream_open = stream_open_cb;
+	cb->stream_close = stream_close_cb;
+	cb->stream_reset = stream_reset_cb;
+	cb->extend_max_stream_data = extend_max_stream_data_cb;
+	cb->rand = rand_cb;
+	cb->get_new_connection_id = new_cid_cb;
+	cb->update_key = ngtcp2_crypto_update_key_cb;
+	cb->delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb;
+	cb->delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb;
+	cb->get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb;
+	cb->version_negotiation = ngtcp2_crypto_version_negotiation_cb;
+}
+
+static void fill_settings(const struct net_quic *q, ngtcp2_settings *st, uint64_t ts)
+{
+	ngtcp2_settings_default(st);
+	st->initial_ts = ts;
+	st->cc_algo = NGTCP2_CC_ALGO_CUBIC;
+	st->max_tx_udp_payload_size = TX_PAYLOAD_MAX;
+	st->handshake_timeout = (uint64_t)q->cfg.handshake_timeout_ms * NGTCP2_MILLISECONDS;
+}
+
+static void fill_params(const struct net_quic *q, ngtcp2_transport_params *p)
+{
+	ngtcp2_transport_params_default(p);
+	p->initial_max_streams_bidi = q->cfg.max_streams;
+	p->initial_max_streams_uni = 0;
+	p->initial_max_stream_data_bidi_local = q->cfg.max_stream_data;
+	p->initial_max_stream_data_bidi_remote = q->cfg.max_stream_data;
+	p->initial_max_stream_data_uni = 0;
+	p->initial_max_data = q->cfg.max_data;
+	p->max_idle_timeout = (uint64_t)q->cfg.idle_timeout_ms * NGTCP2_MILLISECONDS;
+	p->max_udp_payload_size = RX_PAYLOAD_MAX;
+}
+
+/* ---- TLS ---- */
+
+static int psk_server_cb(gnutls_session_t session, const gnutls_datum_t *username, gnutls_datum_t *key)
+{
+	ngtcp2_crypto_conn_ref *ref = gnutls_session_get_ptr(session);
+	struct net_quic *q = ref->user_data;
+
+	/* the identity is not secret; the key is, and only the right identity gets it */
+	if (username->size != q->idlen || memcmp(username->data, q->id, q->idlen) != 0)
+		return -1;
+	key->data = gnutls_malloc(NET_QUIC_PSK_LEN);
+	if (!key->data)
+		return -1;
+	memcpy(key->data, q->psk, NET_QUIC_PSK_LEN);
+	key->size = NET_QUIC_PSK_LEN;
+	return 0;
+}
+
+static int alpn_check_hook(gnutls_session_t session, unsigned htype, unsigned when, unsigned incoming,
+                           const gnutls_datum_t *msg)
+{
+	gnutls_datum_t alpn;
+
+	(void)htype;
+	(void)when;
+	(void)incoming;
+	(void)msg;
+	if (gnutls_alpn_get_selected_protocol(session, &alpn) != 0 || alpn.size != strlen(NET_QUIC_ALPN) ||
+	    memcmp(alpn.data, NET_QUIC_ALPN, alpn.size) != 0)
+		return GNUTLS_E_NO_APPLICATION_PROTOCOL;
+	return 0;
+}
+
+static int tls_session_new(struct net_quic *q, struct qs_err *err)
+{
+	const gnutls_datum_t alpn = {(unsigned char *)NET_QUIC_ALPN, (unsigned)strlen(NET_QUIC_ALPN)};
+	unsigned flags = (q->server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_NO_TICKETS;
+	int rv;
+
+	rv = gnutls_init(&q->tls, flags);
+	if (rv < 0) {
+		q->tls = NULL;
+		return qs_err_set(err, -ENOMEM, "gnutls_init: %s", gnutls_strerror(rv));
+	}
+	rv = q->server ? ngtcp2_crypto_gnutls_configure_server_session(q->tls)
+	               : ngtcp2_crypto_gnutls_configure_client_session(q->tls);
+	if (rv != 0)
+		return qs_err_set(err, -EPROTO, "ngtcp2_crypto_gnutls_configure_session failed");
+	rv = gnutls_priority_set_direct(q->tls, priority, NULL);
+	if (rv < 0)
+		return qs_err_set(err, -EPROTO, "gnutls_priority_set_direct: %s", gnutls_strerror(rv));
+	rv = gnutls_credentials_set(q->tls, GNUTLS_CRD_PSK, q->server ? (void *)q->scred : (void *)q->ccred);
+	if (rv < 0)
+		return qs_err_set(err, -EPROTO, "gnutls_credentials_set: %s", gnutls_strerror(rv));
+	rv = gnutls_alpn_set_protocols(q->tls, &alpn, 1, GNUTLS_ALPN_MANDATORY);
+	if (rv < 0)
+		return qs_err_set(err, -EPROTO, "gnutls_alpn_set_protocols: %s", gnutls_strerror(rv));
+	if (q->server)
+		gnutls_handshake_set_hook_function(q->tls, GNUTLS_HANDSHAKE_CLIENT_HELLO, GNUTLS_HOOK_POST,
+		                                   alpn_check_hook);
+	gnutls_session_set_ptr(q->tls, &q->ref);
+	return 0;
+}
+
+/* ---- socket ---- */
+
+static void sock_tune(int fd)
+{
+	int v = SOCK_BUF;
+
+	/* FORCE passes rmem_max when we are root; otherwise the plain call gets what the sysctl allows */
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof(v)) != 0)
+		(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof(v)) != 0)
+		(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
+	v = IP_PMTUDISC_DO;
+	(void)setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &v, sizeof(v));
+	v = 1; /* take trains of datagrams in one buffer; the kernel says the segment size */
+	(void)setsockopt(fd, SOL_UDP, UDP_GRO, &v, sizeof(v));
+}
+
+static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	if (a->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+		return x->sin6_port == y->sin6_port && !memcmp(&x->sin6_addr, &y->sin6_addr, 16);
+	}
+	return false;
+}
+
+static void make_path(struct net_quic *q, ngtcp2_path *path, struct sockaddr_storage *remote, socklen_t rlen)
+{
+	memset(path, 0, sizeof(*path));
+	path->local.addr = (ngtcp2_sockaddr *)&q->local;
+	path->local.addrlen = q->locallen;
+	path->remote.addr = (ngtcp2_sockaddr *)remote;
+	path->remote.addrlen = rlen;
+}
+
+/* Hands tx[txdone..ntx) to the kernel. Runs of equal-sized packets (the last may be shorter) leave as one
+ * UDP GSO send when the kernel allows it. -EAGAIN when the socket is full (the rest waits). */
+static int tx_flush(struct net_quic *q)
+{
+	struct mmsghdr msg[TX_BATCH];
+	struct iovec iov[TX_BATCH];
+	union {
+		char buf[CMSG_SPACE(sizeof(uint16_t))];
+		struct cmsghdr align;
+	} cm[TX_BATCH];
+	size_t end[TX_BATCH];
+
+	while (q->txdone < q->ntx) {
+		size_t i = q->txdone, nmsg = 0;
+		int r;
+
+		while (i < q->ntx) {
+			size_t first = i, seg = q->txlen[i], total = 0;
+			struct msghdr *h = &msg[nmsg].msg_hdr;
+
+			do {
+				iov[i - q->txdone].iov_base = q->tx[i];
+				iov[i - q->txdone].iov_len = q->txlen[i];
+				total += q->txlen[i];
+				i++;
+			} while (q->gso && i < q->ntx && q->txlen[i - 1] == seg && q->txlen[i] <= seg &&
+			         i - first < GSO_SEGS_MAX && total + q->txlen[i] <= GSO_BYTES_MAX);
+			memset(&msg[nmsg], 0, sizeof(msg[nmsg]));
+			h->msg_iov = &iov[first - q->txdone];
+			h->msg_iovlen = i - first;
+			if (q->server) {
+				h->msg_name = &q->peer;
+				h->msg_namelen = q->peerlen;
+			}
+			if (i - first > 1) {
+				struct cmsghdr *c;
+				uint16_t gso = (uint16_t)seg;
+				h->msg_control = cm[nmsg].buf;
+				h->msg_controllen = sizeof(cm[nmsg].buf);
+				c = CMSG_FIRSTHDR(h);
+				c->cmsg_level = SOL_UDP;
+				c->cmsg_type = UDP_SEGMENT;
+				c->cmsg_len = CMSG_LEN(sizeof(gso));
+				memcpy(CMSG_DATA(c), &gso, sizeof(gso));
+			}
+			end[nmsg++] = i;
+		}
+		r = sendmmsg(q->fd, msg, (unsigned)nmsg, MSG_DONTWAIT);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+				return -EAGAIN;
+			if (q->gso && (errno == EIO || errno == EINVAL || errno == EOPNOTSUPP) &&
+			    msg[0].msg_hdr.msg_controllen) {
+				q->gso = 0; /* no GSO on this path: one datagram per packet from now on */
+				continue;
+			}
+			/* ICMP errors, EMSGSIZE: these packets are lost; QUIC recovers lost packets */
+			r = 1;
+		}
+		q->txdone = end[r - 1];
+	}
+	q->ntx = q->txdone = 0;
+	return 0;
+}
+
+/* ---- connection failure ---- */
+
+static void describe_close(const ngtcp2_connection_close_error *ce, char *buf, size_t len)
+{
+	if (ce->type == NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_TRANSPORT &&
+	    ce->error_code >= NGTCP2_CRYPTO_ERROR && ce->error_code <= NGTCP2_CRYPTO_ERROR + 0xff) {
+		const char *a = gnutls_alert_get_strname((gnutls_alert_description_t)(ce->error_code & 0xff));
+		snprintf(buf, len, "TLS alert %s", a ? a : "unknown");
+	} else if (ce->type == NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_APPLICATION) {
+		snprintf(buf, len, "application error 0x%" PRIx64, ce->error_code);
+	} else {
+		snprintf(buf, len, "transport error 0x%" PRIx64, ce->error_code);
+	}
+}
+
+/* Writes CONNECTION_CLOSE for the local error liberr (best effort, never blocks). */
+static void send_close(struct net_quic *q, int liberr, uint64_t ts)
+{
+	ngtcp2_connection_close_error ce;
+	ngtcp2_path_storage ps;
+	ngtcp2_pkt_info pi;
+	ngtcp2_ssize n;
+
+	if (!q->conn || ngtcp2_conn_is_in_closing_period(q->conn) ||
+	    ngtcp2_conn_is_in_draining_period(q->conn))
+		return;
+	ngtcp2_connection_close_error_default(&ce);
+	if (liberr == NGTCP2_ERR_CRYPTO)
+		ngtcp2_connection_close_error_set_transport_error_tls_alert(
+		    &ce, ngtcp2_conn_get_tls_alert(q->conn), NULL, 0);
+	else if (liberr)
+		ngtcp2_connection_close_error_set_transport_error_liberr(&ce, liberr, NULL, 0);
+	if (q->ntx == TX_BATCH && tx_flush(q) < 0)
+		q->ntx = q->txdone = 0; /* the close matters more than what could not leave */
+	ngtcp2_path_storage_zero(&ps);
+	n = ngtcp2_conn_write_connection_close(q->conn, &ps.path, &pi, q->tx[q->ntx], TX_SLOT, &ce, ts);
+	if (n > 0) {
+		q->txlen[q->ntx++] = (size_t)n;
+		(void)tx_flush(q);
+	}
+}
+
+/* The connection is over: record why, tell every stream owner. Returns code. */
+static int conn_dead(struct net_quic *q, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int conn_dead(struct net_quic *q, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(q->dead_msg, sizeof(q->dead_msg), fmt, ap);
+	va_end(ap);
+	q->dead = code;
+	q->st = ST_DEAD;
+	drop_all_streams(q);
+	return code;
+}
+
+/* Maps an ngtcp2 error on the live (or client) connection to the end of the connection. */
+static int conn_fail(struct net_quic *q, int liberr, uint64_t ts)
+{
+	ngtcp2_connection_close_error ce;
+	char why[96];
+	bool refused = !q->server && !q->hs_done;
+
+	switch (liberr) {
+	case NGTCP2_ERR_DRAINING:
+	case NGTCP2_ERR_CLOSING:
+		ngtcp2_conn_get_connection_close_error(q->conn, &ce);
+		describe_close(&ce, why, sizeof(why));
+		if (refused)
+			return conn_dead(q, -ECONNREFUSED,
+			                 "QUIC handshake refused: the server closed it (%s)", why);
+		if (ce.error_code == 0)
+			return conn_dead(q, -ECONNABORTED, "peer closed the QUIC connection");
+		return conn_dead(q, -ECONNABORTED, "peer closed the QUIC connection (%s)", why);
+	case NGTCP2_ERR_HANDSHAKE_TIMEOUT:
+		return conn_dead(q, -ETIMEDOUT, "QUIC handshake did not complete within %u ms",
+		                 q->cfg.handshake_timeout_ms);
+	case NGTCP2_ERR_IDLE_CLOSE:
+		if (!q->hs_done)
+			return conn_dead(q, -ETIMEDOUT, "QUIC handshake timed out: no answer from the peer");
+		return conn_dead(q, -ECONNABORTED,
+		                 "QUIC connection idle timeout: nothing from the peer for %u ms",
+		                 q->cfg.idle_timeout_ms);
+	case NGTCP2_ERR_CRYPTO: {
+		uint8_t alert = ngtcp2_conn_get_tls_alert(q->conn);
+		const char *a = gnutls_alert_get_strname((gnutls_alert_description_t)alert);
+		send_close(q, liberr, ts);
+		if (refused)
+			return conn_dead(q, -ECONNREFUSED, "QUIC handshake refused: TLS failure (alert %s)",
+			                 a ? a : "unknown");
+		return conn_dead(q, -EPROTO, "QUIC TLS failure (alert %s)", a ? a : "unknown");
+	}
+	case NGTCP2_ERR_NOMEM:
+		send_close(q, liberr, ts);
+		return conn_dead(q, -ENOMEM, "QUIC: out of memory");
+	default:
+		send_close(q, liberr, ts);
+		if (q->alpn_bad)
+			return conn_dead(q, -ECONNREFUSED,
+			                 "QUIC handshake refused: the server did not select ALPN %s",
+			                 NET_QUIC_ALPN);
+		if (refused)
+			return conn_dead(q, -ECONNREFUSED, "QUIC handshake refused: %s",
+			                 ngtcp2_strerror(liberr));
+		return conn_dead(q, -EPROTO, "QUIC connection error: %s", ngtcp2_strerror(liberr));
+	}
+}
+
+/* ---- server: per-attempt connection state ---- */
+
+static void conn_drop(struct net_quic *q)
+{
+	drop_all_streams(q);
+	if (q->conn) {
+		ngtcp2_conn_del(q->conn);
+		q->conn = NULL;
+	}
+	if (q->tls) {
+		gnutls_deinit(q->tls);
+		q->tls = NULL;
+	}
+	q->hs_done = 0;
+	q->alpn_bad = 0;
+}
+
+/* A handshake that failed: tell the client (so it fails fast), forget it, listen again. */
+static void server_reject(struct net_quic *q, int liberr, uint64_t ts)
+{
+	const ngtcp2_cid *odcid;
+
+	if (liberr != NGTCP2_ERR_DROP_CONN && liberr != NGTCP2_ERR_DRAINING && liberr != NGTCP2_ERR_RETRY &&
+	    liberr != NGTCP2_ERR_HANDSHAKE_TIMEOUT && liberr != NGTCP2_ERR_IDLE_CLOSE)
+		send_close(q, liberr, ts);
+	odcid = ngtcp2_conn_get_client_initial_dcid(q->conn);
+	q->rej_dcidlen = odcid->datalen;
+	memcpy(q->rej_dcid, odcid->data, odcid->datalen);
+	conn_drop(q);
+	q->ntx = q->txdone = 0;
+	q->rejected++;
+	q->st = ST_LISTEN;
+}
+
+static int server_accept(struct net_quic *q, const uint8_t *pkt, size_t len,
+                         const struct sockaddr_storage *src, socklen_t srclen, uint64_t ts)
+{
+	ngtcp2_callbacks cbs;
+	ngtcp2_settings st;
+	ngtcp2_transport_params params;
+	ngtcp2_pkt_hd hd;
+	ngtcp2_cid scid;
+	ngtcp2_path path;
+	int rv;
+
+	if (ngtcp2_accept(&hd, pkt, len) != 0 || hd.type != NGTCP2_PKT_INITIAL)
+		return -EINVAL;
+	if (hd.dcid.datalen == q->rej_dcidlen && !memcmp(hd.dcid.data, q->rej_dcid, q->rej_dcidlen))
+		return -EINVAL; /* a retransmission of the attempt we just refused */
+	memcpy(&q->peer, src, srclen);
+	q->peerlen = srclen;
+	if (tls_session_new(q, NULL) < 0)
+		goto fail;
+	scid.datalen = SCID_LEN;
+	if (gnutls_rnd(GNUTLS_RND_NONCE, scid.data, SCID_LEN) != 0)
+		goto fail;
+	fill_callbacks(&cbs, 1);
+	fill_settings(q, &st, ts);
+	fill_params(q, &params);
+	params.original_dcid = hd.dcid;
+	params.stateless_reset_token_present = 1;
+	if (gnutls_rnd(GNUTLS_RND_RANDOM, params.stateless_reset_token,
+	               sizeof(params.stateless_reset_token)) != 0)
+		goto fail;
+	make_path(q, &path, &q->peer, q->peerlen);
+	rv =
+	    ngtcp2_conn_server_new(&q->conn, &hd.scid, &scid, &path, hd.version, &cbs, &st, &params, NULL, q);
+	if (rv != 0) {
+		q->conn = NULL;
+		goto fail;
+	}
+	ngtcp2_conn_set_tls_native_handle(q->conn, q->tls);
+	q->st = ST_HANDSHAKE;
+	return 0;
+fail:
+	conn_drop(q);
+	return -ENOMEM;
+}
+
+/* ---- receiving ---- */
+
+static int on_datagram(struct net_quic *q, const uint8_t *pkt, size_t len, struct sockaddr_storage *src,
+                       socklen_t srclen, uint64_t ts)
+{
+	ngtcp2_path path;
+	ngtcp2_pkt_info pi = {0};
+	int rv;
+
+	if (q->server) {
+		if (q->st == ST_LISTEN) {
+			if (server_accept(q, pkt, len, src, srclen, ts) < 0)
+				return 0;
+		} else if (!same_addr(src, &q->peer)) {
+			return 0; /* one client per server object; others are not answered */
+		}
+		make_path(q, &path, &q->peer, q->peerlen);
+	} else {
+		make_path(q, &path, &q->peer, q->peerlen);
+	}
+	q->in_ng = 1;
+	rv = ngtcp2_conn_read_pkt(q->conn, &path, &pi, pkt, len, ts);
+	q->in_ng = 0;
+	if (rv == 0) {
+		apply_pending_resets(q);
+		if (q->st == ST_HANDSHAKE && q->hs_done)
+			q->st = ST_OPEN;
+		return 0;
+	}
+	if (q->server && q->st == ST_HANDSHAKE) {
+		server_reject(q, rv, ts);
+		return 0;
+	}
+	return conn_fail(q, rv, ts);
+}
+
+/* The size of the datagrams a GRO buffer holds, or len when it holds one. */
+static size_t gro_segment(struct msghdr *h, size_t len)
+{
+	struct cmsghdr *c;
+
+	for (c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
+		if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+			int seg;
+			memcpy(&seg, CMSG_DATA(c), sizeof(seg));
+			return seg > 0 ? (size_t)seg : len;
+		}
+	}
+	return len;
+}
+
+static int rx_drain(struct net_quic *q, uint64_t ts)
+{
+	struct mmsghdr msg[RX_BATCH];
+	struct iovec iov[RX_BATCH];
+	struct sockaddr_storage src[RX_BATCH];
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} cm[RX_BATCH];
+	unsigned round, i;
+
+	for (round = 0; round < RX_ROUNDS; round++) {
+		int n;
+		for (i = 0; i < RX_BATCH; i++) {
+			iov[i].iov_base = q->rx[i];
+			iov[i].iov_len = RX_SLOT;
+			memset(&msg[i], 0, sizeof(msg[i]));
+			msg[i].msg_hdr.msg_iov = &iov[i];
+			msg[i].msg_hdr.msg_iovlen = 1;
+			msg[i].msg_hdr.msg_name = &src[i];
+			msg[i].msg_hdr.msg_namelen = sizeof(src[i]);
+			msg[i].msg_hdr.msg_control = cm[i].buf;
+			msg[i].msg_hdr.msg_controllen = sizeof(cm[i].buf);
+		}
+		n = recvmmsg(q->fd, msg, RX_BATCH, MSG_DONTWAIT, NULL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return 0;
+			if (errno == ECONNREFUSED)
+				continue; /* ICMP for an earlier datagram */
+			return conn_dead(q, -errno, "QUIC recvmmsg: %s", strerror(errno));
+		}
+		for (i = 0; i < (unsigned)n; i++) {
+			size_t len = msg[i].msg_len, seg, off;
+			if (msg[i].msg_hdr.msg_flags & MSG_TRUNC)
+				continue;
+			seg = gro_segment(&msg[i].msg_hdr, len);
+			for (off = 0; off < len; off += seg) {
+				size_t dlen = len - off < seg ? len - off : seg;
+				int rv = on_datagram(q, q->rx[i] + off, dlen, &src[i],
+				                     msg[i].msg_hdr.msg_namelen, ts);
+				if (rv < 0)
+					return rv;
+				if (q->st == ST_DEAD)
+					return q->dead;
+			}
+		}
+		if ((unsigned)n < RX_BATCH)
+			return 0;
+	}
+	return 0;
+}
+
+/* ---- sending ---- */
+
+static struct qstream *pick_stream(struct net_quic *q, int *err)
+{
+	size_t tries = q->nring;
+
+	while (q->ring && tries--) {
+		struct qstream *s = q->ring;
+		int r = stream_refill(q, s);
+		if (r > 0)
+			return s;
+		if (r < 0) {
+			*err = r;
+			return NULL;
+		}
+		ring_remove(q, s); /* asleep, finished or reset: it returns through stream_wake */
+	}
+	return NULL;
+}
+
+/* Writes packets until ngtcp2 has nothing more, the socket is full, or the per-call budget is spent. */
+static int tx_write(struct net_quic *q, uint64_t ts)
+{
+	ngtcp2_path_storage ps;
+	ngtcp2_pkt_info pi;
+	unsigned npkt = 0;
+	int rv = 0;
+
+	if (!q->conn || q->st == ST_LISTEN || q->st == ST_DEAD || ngtcp2_conn_is_in_closing_period(q->conn) ||
+	    ngtcp2_conn_is_in_draining_period(q->conn))
+		return 0;
+	if (tx_flush(q) < 0)
+		return 0;
+	ngtcp2_path_storage_zero(&ps);
+	q->in_ng = 1;
+	while (npkt < TX_PER_PROCESS) {
+		uint8_t *buf = q->tx[q->ntx];
+		unsigned stall = 0;
+		ngtcp2_ssize n;
+
+		for (;;) {
+			ngtcp2_vec v[4];
+			size_t nv = 0;
+			ngtcp2_ssize ndata = -1;
+			uint32_t flags = NGTCP2_WRITE_STREAM_FLAG_MORE;
+			struct qstream *s = NULL;
+			int perr = 0;
+
+			if (q->hs_done && stall <= q->nring && ngtcp2_conn_get_max_data_left(q->conn) > 0) {
+				s = pick_stream(q, &perr);
+				if (perr < 0) {
+					rv = conn_dead(q, perr, "QUIC: out of memory for send buffers");
+					goto out;
+				}
+			}
+			if (s) {
+				nv = stream_vecs(s, v, 4);
+				if (s->fin_filled) {
+					uint64_t total = 0;
+					size_t i;
+					for (i = 0; i < nv; i++)
+						total += v[i].len;
+					if (s->sent + total == s->filled)
+						flags |= NGTCP2_WRITE_STREAM_FLAG_FIN;
+				}
+			}
+			n = ngtcp2_conn_writev_stream(q->conn, &ps.path, &pi, buf, TX_SLOT, &ndata, flags,
+			                              s ? s->sid : -1, nv ? v : NULL, nv, ts);
+			if (s && ndata >= 0) {
+				s->sent += (uint64_t)ndata;
+				q->bytes_sent += (uint64_t)ndata;
+				if ((flags & NGTCP2_WRITE_STREAM_FLAG_FIN) && s->sent == s->filled) {
+					s->fin_sent = 1;
+					ring_remove(q, s);
+				}
+			}
+			if (n == NGTCP2_ERR_WRITE_MORE) {
+				if (ndata <= 0)
+					stall++;
+				if (s && s->in_ring && q->ring == s)
+					q->ring = s->rnext; /* round robin: next stream fills the rest */
+				continue;
+			}
+			if (n == NGTCP2_ERR_STREAM_DATA_BLOCKED && s) {
+				s->blocked = 1;
+				ring_remove(q, s);
+				continue;
+			}
+			if ((n == NGTCP2_ERR_STREAM_SHUT_WR || n == NGTCP2_ERR_STREAM_NOT_FOUND) && s) {
+				s->shut = 1;
+				ring_remove(q, s);
+				continue;
+			}
+			if (n < 0) {
+				q->in_ng = 0;
+				rv = conn_fail(q, (int)n, ts);
+				goto out;
+			}
+			if (s && s->in_ring && q->ring == s)
+				q->ring = s->rnext;
+			break;
+		}
+		if (n == 0)
+			break; /* nothing more now: congestion, pacing, or idle */
+		q->txlen[q->ntx++] = (size_t)n;
+		npkt++;
+		if (q->ntx == TX_BATCH && tx_flush(q) < 0)
+			break;
+	}
+	(void)tx_flush(q);
+out:
+	q->in_ng = 0;
+	if (q->st != ST_DEAD) {
+		/* No pacing during the handshake: with the 333 ms initial RTT the interval after the first
+		 * Initial is ~27 ms, which would hold back the client's Finished. The bytes still count
+		 * toward the first interval once the RTT has been measured. */
+		if (q->hs_done)
+			ngtcp2_conn_update_pkt_tx_time(q->conn, ts);
+		apply_pending_resets(q);
+	}
+	return rv;
+}
+
+/* ---- public ---- */
+
+static int check_args(const char *id, const uint8_t *psk, const struct net_quic_cb *cb, struct net_quic **out,
+                      struct qs_err *err)
+{
+	size_t n;
+
+	if (!id || !psk || !cb || !out || !cb->recv || !cb->fill || !cb->closed)
+		return qs_err_set(err, -EINVAL, "net_quic: missing argument");
+	n = strlen(id);
+	if (n == 0 || n > ID_MAX)
+		return qs_err_set(err, -EINVAL, "net_quic: PSK identity must be 1..%u bytes", ID_MAX);
+	return 0;
+}
+
+static struct net_quic *quic_alloc(const char *id, const uint8_t *psk, const struct net_quic_cfg *cfg,
+                                   const struct net_quic_cb *cb, int server)
+{
+	struct net_quic *q = calloc(1, sizeof(*q));
+
+	if (!q)
+		return NULL;
+	q->fd = -1;
+	q->server = server;
+	q->gso = 1;
+	if (cfg)
+		q->cfg = *cfg;
+	else
+		net_quic_cfg_default(&q->cfg);
+	if (!q->cfg.handshake_timeout_ms)
+		q->cfg.handshake_timeout_ms = 10000;
+	if (!q->cfg.idle_timeout_ms)
+		q->cfg.idle_timeout_ms = 30000;
+	q->cb = *cb;
+	q->idlen = strlen(id);
+	memcpy(q->id, id, q->idlen);
+	memcpy(q->psk, psk, NET_QUIC_PSK_LEN);
+	q->ref.get_conn = get_conn;
+	q->ref.user_data = q;
+	return q;
+}
+
+int net_quic_server_new(const char *bind_ip, uint16_t *port, const char *id,
+                        const uint8_t psk[NET_QUIC_PSK_LEN], const struct net_quic_cfg *cfg,
+                        const struct net_quic_cb *cb, struct net_quic **out, struct qs_err *err)
+{
+	struct net_quic *q = NULL;
+	int rv;
+
+	rv = check_args(id, psk, cb, out, err);
+	if (rv < 0)
+		return rv;
+	if (!bind_ip || !port)
+		return qs_err_set(err, -EINVAL, "net_quic: missing bind address");
+	*out = NULL;
+	q = quic_alloc(id, psk, cfg, cb, 1);
+	if (!q)
+		return qs_err_set(err, -ENOMEM, "net_quic: out of memory");
+	memset(&q->local, 0, sizeof(q->local));
+	{
+		struct sockaddr_in *a4 = (struct sockaddr_in *)&q->local;
+		struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&q->local;
+		if (inet_pton(AF_INET, bind_ip, &a4->sin_addr) == 1) {
+			a4->sin_family = AF_INET;
+			a4->sin_port = htons(*port);
+			q->locallen = sizeof(*a4);
+		} else if (inet_pton(AF_INET6, bind_ip, &a6->sin6_addr) == 1) {
+			a6->sin6_family = AF_INET6;
+			a6->sin6_port = htons(*port);
+			q->locallen = sizeof(*a6);
+		} else {
+			rv = qs_err_set(err, -EINVAL, "net_quic: bad bind address %s", bind_ip);
+			goto out;
+		}
+	}
+	q->fd = socket(q->local.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (q->fd < 0) {
+		rv = qs_err_set(err, -errno, "net_quic: socket: %s", strerror(errno));
+		goto out;
+	}
+	sock_tune(q->fd);
+	if (bind(q->fd, (struct sockaddr *)&q->local, q->locallen) != 0) {
+		rv = qs_err_set(err, -errno, "net_quic: bind %s:%u: %s", bind_ip, *port, strerror(errno));
+		goto out;
+	}
+	q->locallen = sizeof(q->local);
+	if (getsockname(q->fd, (struct sockaddr *)&q->local, &q->locallen) != 0) {
+		rv = qs_err_set(err, -errno, "net_quic: getsockname: %s", strerror(errno));
+		goto out;
+	}
+	*port = ntohs(q->local.ss_family == AF_INET ? ((struct sockaddr_in *)&q->local)->sin_port
+	                                            : ((struct sockaddr_in6 *)&q->local)->sin6_port);
+	rv = gnutls_psk_allocate_server_credentials(&q->scred);
+	if (rv < 0) {
+		q->scred = NULL;
+		rv = qs_err_set(err, -ENOMEM, "gnutls_psk_allocate_server_credentials: %s",
+		                gnutls_strerror(rv));
+		goto out;
+	}
+	gnutls_psk_set_server_credentials_function2(q->scred, psk_server_cb);
+	q->st = ST_LISTEN;
+	*out = q;
+	q = NULL;
+	rv = 0;
+out:
+	net_quic_free(q);
+	return rv;
+}
+
+int net_quic_client_new(const struct sockaddr *peer, socklen_t peerlen, const char *id,
+                        const uint8_t psk[NET_QUIC_PSK_LEN], const struct net_quic_cfg *cfg,
+                        const struct net_quic_cb *cb, struct net_quic **out, struct qs_err *err)
+{
+	struct net_quic *q = NULL;
+	ngtcp2_callbacks cbs;
+	ngtcp2_settings st;
+	ngtcp2_transport_params params;
+	ngtcp2_cid dcid, scid;
+	ngtcp2_path path;
+	uint64_t ts = now_ns();
+	int rv;
+
+	rv = check_args(id, psk, cb, out, err);
+	if (rv < 0)
+		return rv;
+	if (!peer || peerlen == 0 || peerlen > sizeof(struct sockaddr_storage) ||
+	    (peer->sa_family != AF_INET && peer->sa_family != AF_INET6))
+		return qs_err_set(err, -EINVAL, "net_quic: bad peer address");
+	*out = NULL;
+	q = quic_alloc(id, psk, cfg, cb, 0);
+	if (!q)
+		return qs_err_set(err, -ENOMEM, "net_quic: out of memory");
+	memcpy(&q->peer, peer, peerlen);
+	q->peerlen = peerlen;
+	q->fd = socket(peer->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (q->fd < 0) {
+		rv = qs_err_set(err, -errno, "net_quic: socket: %s", strerror(errno));
+		goto out;
+	}
+	sock_tune(q->fd);
+	if (connect(q->fd, peer, peerlen) != 0) {
+		rv = qs_err_set(err, -errno, "net_quic: connect: %s", strerror(errno));
+		goto out;
+	}
+	q->locallen = sizeof(q->local);
+	if (getsockname(q->fd, (struct sockaddr *)&q->local, &q->locallen) != 0) {
+		rv = qs_err_set(err, -errno, "net_quic: getsockname: %s", strerror(errno));
+		goto out;
+	}
+	rv = gnutls_psk_allocate_client_credentials(&q->ccred);
+	if (rv < 0) {
+		q->ccred = NULL;
+		rv = qs_err_set(err, -ENOMEM, "gnutls_psk_allocate_client_credentials: %s",
+		                gnutls_strerror(rv));
+		goto out;
+	}
+	{
+		const gnutls_datum_t key = {q->psk, NET_QUIC_PSK_LEN};
+		rv = gnutls_psk_set_client_credentials(q->ccred, q->id, &key, GNUTLS_PSK_KEY_RAW);
+		if (rv < 0) {
+			rv = qs_err_set(err, -EINVAL, "gnutls_psk_set_client_credentials: %s",
+			                gnutls_strerror(rv));
+			goto out;
+		}
+	}
+	rv = tls_session_new(q, err);
+	if (rv < 0)
+		goto out;
+	dcid.datalen = SCID_LEN;
+	scid.datalen = SCID_LEN;
+	if (gnutls_rnd(GNUTLS_RND_NONCE, dcid.data, SCID_LEN) != 0 ||
+	    gnutls_rnd(GNUTLS_RND_NONCE, scid.data, SCID_LEN) != 0) {
+		rv = qs_err_set(err, -EIO, "gnutls_rnd failed");
+		goto out;
+	}
+	fill_callbacks(&cbs, 0);
+	fill_settings(q, &st, ts);
+	fill_params(q, &params);
+	make_path(q, &path, &q->peer, q->peerlen);
+	rv = ngtcp2_conn_client_new(&q->conn, &dcid, &scid, &path, NGTCP2_PROTO_VER_V1, &cbs, &st, &params,
+	                            NULL, q);
+	if (rv != 0) {
+		q->conn = NULL;
+		rv = qs_err_set(err, -ENOMEM, "ngtcp2_conn_client_new: %s", ngtcp2_strerror(rv));
+		goto out;
+	}
+	ngtcp2_conn_set_tls_native_handle(q->conn, q->tls);
+	q->st = ST_HANDSHAKE;
+	/* the first flight (ClientHello) leaves now */
+	rv = tx_write(q, ts);
+	if (rv < 0) {
+		rv = qs_err_set(err, rv, "%s", q->dead_msg);
+		goto out;
+	}
+	*out = q;
+	q = NULL;
+	rv = 0;
+out:
+	net_quic_free(q);
+	return rv;
+}
+
+int net_quic_fd(const struct net_quic *q)
+{
+	return q ? q->fd : -1;
+}
+
+int net_quic_timeout_ms(const struct net_quic *q)
+{
+	uint64_t exp, now;
+
+	if (!q || q->st == ST_DEAD || !q->conn)
+		return -1;
+	if (q->ntx > q->txdone)
+		return 1; /* the socket was full: try again soon */
+	exp = ngtcp2_conn_get_expiry(q->conn);
+	if (exp == UINT64_MAX)
+		return -1;
+	now = now_ns();
+	if (exp <= now)
+		return 0;
+	exp = (exp - now + NGTCP2_MILLISECONDS - 1) / NGTCP2_MILLISECONDS;
+	return exp > INT_MAX ? INT_MAX : (int)exp;
+}
+
+int net_quic_process(struct net_quic *q, struct qs_err *err)
+{
+	uint64_t ts;
+	int rv;
+
+	if (!q)
+		return qs_err_set(err, -EINVAL, "net_quic: no connection");
+	if (q->st == ST_DEAD)
+		return qs_err_set(err, q->dead, "%s", q->dead_msg);
+	ts = now_ns();
+	rv = rx_drain(q, ts);
+	if (rv < 0)
+		goto out;
+	if (q->conn && q->st != ST_LISTEN && q->st != ST_DEAD) {
+		ts = now_ns();
+		if (ngtcp2_conn_get_expiry(q->conn) <= ts) {
+			q->in_ng = 1;
+			rv = ngtcp2_conn_handle_expiry(q->conn, ts);
+			q->in_ng = 0;
+			if (rv == 0) {
+				apply_pending_resets(q);
+			} else {
+				if (q->server && q->st == ST_HANDSHAKE) {
+					server_reject(q, rv, ts);
+					rv = 0;
+				} else {
+					rv = conn_fail(q, rv, ts);
+					goto out;
+				}
+			}
+		}
+	}
+	rv = tx_write(q, ts);
+out:
+	grave_empty(q);
+	if (rv < 0)
+		return qs_err_set(err, rv, "%s", q->dead_msg);
+	return 0;
+}
+
+int net_quic_handshake_done(const struct net_quic *q)
+{
+	return q && q->hs_done;
+}
+
+unsigned net_quic_rejected(const struct net_quic *q)
+{
+	return q ? q->rejected : 0;
+}
+
+int net_quic_stream_open(struct net_quic *q, void *user, int64_t *sid)
+{
+	struct qstream *s;
+	int64_t id;
+	int rv;
+
+	if (!q || !sid)
+		return -EINVAL;
+	if (q->st == ST_DEAD)
+		return q->dead;
+	if (!q->hs_done || !q->conn)
+		return -ENOTCONN;
+	if (htab_reserve(q) < 0)
+		return -ENOMEM;
+	rv = ngtcp2_conn_open_bidi_stream(q->conn, &id, NULL);
+	if (rv == NGTCP2_ERR_STREAM_ID_BLOCKED)
+		return -EAGAIN;
+	if (rv != 0)
+		return rv == NGTCP2_ERR_NOMEM ? -ENOMEM : -EPROTO;
+	s = stream_new(q, id);
+	if (!s) {
+		ngtcp2_conn_shutdown_stream(q->conn, id, ENOMEM);
+		return -ENOMEM;
+	}
+	ngtcp2_conn_set_stream_user_data(q->conn, id, s);
+	s->user = user;
+	s->started = 1;
+	stream_wake(q, s);
+	*sid = id;
+	return 0;
+}
+
+int net_quic_stream_resume(struct net_quic *q, int64_t sid)
+{
+	struct qstream *s;
+
+	if (!q)
+		return -EINVAL;
+	s = stream_find(q, sid);
+	if (!s)
+		return -ENOENT;
+	s->sleeping = 0;
+	s->started = 1;
+	stream_wake(q, s);
+	return 0;
+}
+
+int net_quic_stream_reset(struct net_quic *q, int64_t sid, uint64_t app_error)
+{
+	struct qstream *s;
+
+	if (!q || app_error == 0)
+		return -EINVAL;
+	if (q->st == ST_DEAD)
+		return q->dead;
+	s = stream_find(q, sid);
+	if (!s)
+		return -ENOENT;
+	stream_request_reset(q, s, app_error);
+	return 0;
+}
+
+size_t net_quic_streams_open(const struct net_quic *q)
+{
+	return q ? q->nstreams : 0;
+}
+
+uint64_t net_quic_bytes_sent(const struct net_quic *q)
+{
+	return q ? q->bytes_sent : 0;
+}
+
+int net_quic_close(struct net_quic *q)
+{
+	uint64_t ts;
+	int waited = 0;
+
+	if (!q)
+		return -EINVAL;
+	if (q->st == ST_DEAD)
+		return 0;
+	ts = now_ns();
+	if (q->conn && q->st != ST_LISTEN) {
+		if (tx_flush(q) < 0)
+			q->ntx = q->txdone = 0;
+		send_close(q, 0, ts);
+		/* the close is the last word: give a full socket a moment to take it */
+		while (q->ntx > q->txdone && waited < CLOSE_WAIT_MS) {
+			struct pollfd p = {.fd = q->fd, .events = POLLOUT};
+			(void)poll(&p, 1, 10);
+			waited += 10;
+			(void)tx_flush(q);
+		}
+	}
+	conn_dead(q, -ECONNABORTED, "the QUIC connection was closed locally");
+	grave_empty(q);
+	return 0;
+}
+
+void net_quic_free(struct net_quic *q)
+{
+	struct chunk *c, *n;
+
+	if (!q)
+		return;
+	q->st = ST_DEAD;
+	drop_all_streams(q);
+	grave_empty(q);
+	if (q->conn)
+		ngtcp2_conn_del(q->conn);
+	if (q->tls)
+		gnutls_deinit(q->tls);
+	if (q->ccred)
+		gnutls_psk_free_client_credentials(q->ccred);
+	if (q->scred)
+		gnutls_psk_free_server_credentials(q->scred);
+	if (q->fd >= 0)
+		close(q->fd);
+	for (c = q->freechunks; c; c = n) {
+		n = c->next;
+		free(c);
+	}
+	free(q->htab);
+	gnutls_memset(q->psk, 0, sizeof(q->psk));
+	free(q);
+}

@@ -18,10 +18,10 @@
 #define NET_QUIC_ALPN    "qsync/1"
 
 struct net_quic_cfg {
-	uint32_t max_streams;      /* bidi streams the peer may have open toward us at once */
-	uint64_t max_data;         /* connection receive window, bytes */
-	uint64_t max_stream_data;  /* per-stream receive window, bytes */
-	uint32_t idle_timeout_ms;  /* the connection dies after this long without packets */
+	uint32_t max_streams;     /* bidi streams the peer may have open toward us at once */
+	uint64_t max_data;        /* connection receive window, bytes */
+	uint64_t max_stream_data; /* per-stream receive window, bytes */
+	uint32_t idle_timeout_ms; /* the connection dies after this long without packets */
 	uint32_t handshake_timeout_ms;
 };
 
@@ -32,7 +32,8 @@ struct net_quic_cb {
 	void *ctx;
 	/* Bytes arrived on stream sid, in order. *user is NULL on the first call for a stream the peer
 	 * opened; the callee may set it, and it is passed back on later calls. fin=1 with the last bytes
-	 * (len may be 0). Return 0, or a negative errno to reset the stream (the peer sees it as an error). */
+	 * (len may be 0). Return 0, or a negative errno to reset the stream (the peer sees it as an error).
+	 */
 	int (*recv)(void *ctx, int64_t sid, void **user, const uint8_t *data, size_t len, int fin);
 	/* The stream may send: write up to cap bytes of its payload into buf and return how many; set *fin
 	 * to 1 when these are the last. Return 0 with *fin 0 when there is nothing to send right now: the
@@ -49,14 +50,14 @@ struct net_quic;
  * written back) and accepts the first connection whose handshake proves psk with identity id
  * (connection_id from quic_init). Handshakes that fail are dropped and counted; the next is accepted.
  * psk is copied and the copy wiped on free. */
-int net_quic_server_new(const char *bind_ip, uint16_t *port, const char *id, const uint8_t psk[NET_QUIC_PSK_LEN],
-			const struct net_quic_cfg *cfg, const struct net_quic_cb *cb, struct net_quic **out,
-			struct qs_err *err);
+int net_quic_server_new(const char *bind_ip, uint16_t *port, const char *id,
+                        const uint8_t psk[NET_QUIC_PSK_LEN], const struct net_quic_cfg *cfg,
+                        const struct net_quic_cb *cb, struct net_quic **out, struct qs_err *err);
 
 /* Client role: a UDP socket connected to peer, and a connection whose handshake uses psk/id. */
 int net_quic_client_new(const struct sockaddr *peer, socklen_t peerlen, const char *id,
-			const uint8_t psk[NET_QUIC_PSK_LEN], const struct net_quic_cfg *cfg,
-			const struct net_quic_cb *cb, struct net_quic **out, struct qs_err *err);
+                        const uint8_t psk[NET_QUIC_PSK_LEN], const struct net_quic_cfg *cfg,
+                        const struct net_quic_cb *cb, struct net_quic **out, struct qs_err *err);
 
 /* The UDP socket to poll for POLLIN, and ms until the next timer (0 = now, -1 none). */
 int net_quic_fd(const struct net_quic *q);

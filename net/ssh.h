@@ -22,16 +22,16 @@ enum net_ssh_strict {
 
 struct net_ssh_opts {
 	char host[256];
-	char user[128];     /* empty: from config or the local user */
-	int port;           /* 0: from config or 22 */
+	char user[128]; /* empty: from config or the local user */
+	int port;       /* 0: from config or 22 */
 	char identity[NET_SSH_MAX_IDENTITIES][1024];
 	int n_identity;
-	char config_file[1024];   /* -F; empty: ~/.ssh/config */
-	char known_hosts[1024];   /* UserKnownHostsFile; empty: default */
+	char config_file[1024]; /* -F; empty: ~/.ssh/config */
+	char known_hosts[1024]; /* UserKnownHostsFile; empty: default */
 	enum net_ssh_strict strict;
-	int connect_timeout_s;    /* ConnectTimeout; 0: libssh default */
-	bool batch_mode;          /* BatchMode=yes: never prompt (we never prompt anyway) */
-	int verbose;              /* -v count */
+	int connect_timeout_s; /* ConnectTimeout; 0: libssh default */
+	bool batch_mode;       /* BatchMode=yes: never prompt (we never prompt anyway) */
+	int verbose;           /* -v count */
 };
 
 /* Parses an rsync-style --rsh value ("ssh -p 2222 -i key -o StrictHostKeyChecking=no") into o, on top
@@ -47,6 +47,6 @@ int net_ssh_parse_rsh(const char *rsh, struct net_ssh_opts *o, struct qs_err *er
  * client dials QUIC there). Returns 0 or a negative errno with err saying what failed
  * (-ECONNREFUSED, -EACCES for auth, -EKEYREJECTED for a host key problem, ...). */
 int net_ssh_connect(const struct net_ssh_opts *o, const char *command, struct net_ctl_chan **chan,
-		    struct sockaddr_storage *peer, socklen_t *peerlen, struct qs_err *err);
+                    struct sockaddr_storage *peer, socklen_t *peerlen, struct qs_err *err);
 
 #endif

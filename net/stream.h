@@ -13,7 +13,7 @@
 
 #include "common/err.h"
 
-#define NET_STREAM_MAX_PATH    4096  /* bytes in a path, NUL excluded */
+#define NET_STREAM_MAX_PATH    4096 /* bytes in a path, NUL excluded */
 #define NET_STREAM_MAX_META    (8 + 8 + NET_STREAM_MAX_PATH + 8 + 8 + 4 + 4 + 4)
 #define NET_STREAM_TRAILER_LEN 8
 #define NET_STREAM_MAX_ACK_MSG 1024
@@ -72,8 +72,8 @@ struct net_stream_ev {
 
 struct net_stream_dec {
 	int state;
-	size_t have;                           /* bytes gathered in buf for the current part */
-	uint8_t buf[NET_STREAM_MAX_META];      /* header+meta being gathered */
+	size_t have;                      /* bytes gathered in buf for the current part */
+	uint8_t buf[NET_STREAM_MAX_META]; /* header+meta being gathered */
 	uint64_t data_done;
 	struct net_stream_meta meta;
 };
@@ -84,7 +84,7 @@ void net_stream_dec_init(struct net_stream_dec *d);
  * *ev; or a negative errno: -EPROTO malformed (unknown flag, bad varint, bytes after the trailer),
  * -ENAMETOOLONG path over the limit, -EINVAL NUL in path. err says which. */
 ssize_t net_stream_dec_feed(struct net_stream_dec *d, const uint8_t *p, size_t n, struct net_stream_ev *ev,
-			    struct qs_err *err);
+                            struct qs_err *err);
 
 /* Called when the stream ended (FIN). Returns 0 if the trailer was read, else -EPIPE (truncated: err
  * says where). */

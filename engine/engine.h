@@ -1,0 +1,96 @@
+/* One transfer from start to summary. The client side (engine_client_run) walks the sources, reaches
+ * the peer over SSH (or spawns a local peer for SRC DEST without a host), negotiates QUIC over the JSON
+ * control channel and sends every entry on its own QUIC stream; the peer side (engine_server_run,
+ * `qsync --server`) answers on stdin/stdout and receives into the destination through io/.
+ * Sender/receiver logic lives in sender.c / receiver.c and is written in those terms, not client/server. */
+#ifndef QS_ENGINE_ENGINE_H
+#define QS_ENGINE_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "net/ssh.h"
+
+/* Exit codes, as rsync's where the meaning is the same. */
+enum engine_exit {
+	ENGINE_EXIT_OK = 0,
+	ENGINE_EXIT_USAGE = 1,    /* syntax or usage error */
+	ENGINE_EXIT_PROTOCOL = 2, /* protocol incompatibility */
+	ENGINE_EXIT_FILESEL = 3,  /* errors selecting input/output files, dirs */
+	ENGINE_EXIT_START = 5,    /* error starting client-server protocol */
+	ENGINE_EXIT_NET = 10,     /* error in socket I/O (QUIC) */
+	ENGINE_EXIT_FILEIO = 11,  /* error in file I/O */
+	ENGINE_EXIT_STREAM = 12,  /* error in the protocol data stream */
+	ENGINE_EXIT_PARTIAL = 23, /* some files could not be transferred */
+	ENGINE_EXIT_TIMEOUT = 30, /* timeout waiting for the peer */
+	ENGINE_EXIT_SSH = 255,    /* the SSH connection failed */
+};
+
+#define ENGINE_MAX_SOURCES 1024
+
+struct engine_event;
+
+struct engine_opts {
+	/* what to send where (client) */
+	const char *sources[ENGINE_MAX_SOURCES];
+	int n_sources;
+	const char *dest;        /* path on the receiving side */
+	bool remote;             /* dest is on a remote host reached over SSH */
+	struct net_ssh_opts ssh; /* when remote */
+	const char *remote_path; /* remote qsync binary ("qsync") */
+
+	/* what to preserve */
+	bool recursive, links, perms, times, owner, group;
+	bool do_fsync;
+
+	/* data plane */
+	uint32_t max_streams;     /* 0: default */
+	uint32_t quic_timeout_ms; /* handshake must finish in this; 0: default */
+
+	/* reporting */
+	int verbose;
+	bool quiet;
+	void (*on_event)(void *ctx, const struct engine_event *ev);
+	void *event_ctx;
+};
+
+enum engine_event_kind {
+	ENGINE_EV_INFO,       /* msg: a line for -v */
+	ENGINE_EV_FILE_DONE,  /* path: an entry was written and confirmed */
+	ENGINE_EV_FILE_ERROR, /* path + msg: this entry failed */
+	ENGINE_EV_PROGRESS,   /* stats: a snapshot, at most a few per second */
+	ENGINE_EV_SUMMARY,    /* stats: the final figures */
+};
+
+struct engine_stats {
+	uint64_t files_discovered; /* entries found by the walk (files, dirs, links) */
+	uint64_t files_done;       /* confirmed by the receiver */
+	uint64_t files_failed;
+	uint64_t files_in_flight;
+	uint64_t bytes_total; /* content bytes to send */
+	uint64_t bytes_done;  /* content bytes confirmed */
+	uint64_t wire_bytes;  /* bytes handed to QUIC, framing included */
+	uint32_t streams_max; /* negotiated max_streams */
+	uint32_t quic_port;
+	double seconds;
+	const char *data_path; /* "quic" */
+};
+
+struct engine_event {
+	enum engine_event_kind kind;
+	const char *path;
+	const char *msg;
+	const struct engine_stats *stats;
+};
+
+/* Fills defaults: recursive off, links/perms/times off, remote_path "qsync", max_streams 1000. */
+void engine_opts_default(struct engine_opts *o);
+
+/* Runs a push as the client. Returns an engine_exit code; err says why when it is not OK. */
+int engine_client_run(const struct engine_opts *o, struct engine_stats *st, struct qs_err *err);
+
+/* Runs the peer side on the control channel fds (qsync --server). Returns an engine_exit code. */
+int engine_server_run(int in_fd, int out_fd, int verbose, struct qs_err *err);
+
+#endif

@@ -1,0 +1,101 @@
+/* Engine internals shared by transfer.c (the conversation and the event loop), sender.c and
+ * receiver.c. Not included outside engine/. */
+#ifndef QS_ENGINE_INT_H
+#define QS_ENGINE_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "engine/engine.h"
+#include "net/control.h"
+#include "net/quic.h"
+#include "net/stream.h"
+
+#define ENGINE_CTL_TIMEOUT_MS   30000 /* a control reply must come within this */
+#define ENGINE_DRAIN_TIMEOUT_MS 30000 /* after sync_complete, the receiver's last closes */
+#define ENGINE_PROGRESS_NS      250000000ull
+
+uint64_t engine_now_ns(void);
+
+/* Raises the soft descriptor limit to the hard one and returns how many descriptors streams may hold
+ * (each stream in flight may keep a file open on either side). */
+size_t engine_fd_budget(void);
+void engine_emit(const struct engine_opts *o, enum engine_event_kind k, const char *path, const char *msg,
+                 const struct engine_stats *st);
+
+/* ---- sender ---- */
+
+struct snd_entry {
+	char *rel;  /* path on the wire ("" for the root) */
+	char *abs;  /* where to read it */
+	char *link; /* symlink target, or NULL */
+	uint32_t flags;
+	struct stat st;
+};
+
+struct sender {
+	const struct engine_opts *o;
+	struct engine_stats *st;
+	struct net_quic *q;
+	struct snd_entry *ents;
+	size_t n, cap;
+	size_t next; /* next entry to open a stream for */
+	size_t in_flight;
+	size_t max_in_flight;
+	size_t walk_errors; /* sources or directories that could not be read */
+	bool single_file;   /* exactly one source and it is not a directory */
+};
+
+/* Walks every source into s->ents (rsync's trailing-slash rule). Unreadable sources are reported as
+ * file errors and counted in walk_errors; returns 0, or a negative errno for a fatal problem. */
+int sender_plan(struct sender *s, const struct engine_opts *o, struct engine_stats *st, struct qs_err *err);
+
+/* Opens streams for pending entries while the stream budget allows. Returns 0 or negative errno. */
+int sender_pump(struct sender *s, struct qs_err *err);
+
+/* True when every entry has a stream and every stream has closed. */
+bool sender_done(const struct sender *s);
+
+void sender_free(struct sender *s);
+
+extern const struct net_quic_cb sender_quic_cb_template;
+
+/* ---- receiver ---- */
+
+struct rcv_dirfix {
+	char *rel;
+	struct stat_meta {
+		uint32_t mode;
+		int64_t mtime_ns;
+		uint32_t uid, gid;
+	} m;
+};
+
+struct receiver {
+	int rootfd;
+	bool single_file;
+	char single_name[256];
+	bool single_used;
+	bool perms, times, owner, do_fsync;
+	mode_t umask;
+	struct net_ctl_chan *ctl;
+	struct net_quic *q;
+	struct rcv_dirfix *dirs;
+	size_t n_dirs, cap_dirs;
+	uint64_t ok, failed, bytes, closed;
+	int verbose;
+};
+
+/* Opens (creating the last level if needed) the destination described by sync_start. */
+int receiver_open(struct receiver *r, const struct net_ctl_sync_start *ss, struct qs_err *err);
+
+/* Applies directory modes and times, deepest first (after all contents are written). */
+int receiver_finish(struct receiver *r, struct qs_err *err);
+
+void receiver_free(struct receiver *r);
+
+extern const struct net_quic_cb receiver_quic_cb_template;
+
+#endif

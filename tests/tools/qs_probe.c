@@ -1,0 +1,319 @@
+/* qs_probe: a client that speaks qsync's real protocol to a real `qsync --server` over a real SSH
+ * server, but misbehaves on purpose, so end-to-end tests can check what the receiver does with hostile
+ * input. Usage:
+ *   qs_probe -e RSH [user@]host REMOTE_QSYNC wrong-psk DEST
+ *       handshake with a wrong secret (must be refused), then with the right one (must succeed)
+ *   qs_probe -e RSH [user@]host REMOTE_QSYNC send DEST CASE...
+ *       CASE is KIND:PATH, KIND one of ok (a good file), hash (wrong trailer), trunc (FIN inside the
+ *       data), extra (bytes after the trailer), lie (size says 1 MiB, stream carries 10 bytes)
+ * Prints one line per case: "case KIND PATH status=N msg=..." and, at the end, "ack_complete ok=N
+ * failed=N" and "exit-status N" (the server's). Exit 0 when the conversation ran to its end. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <xxhash.h>
+
+#include "net/control.h"
+#include "net/quic.h"
+#include "net/ssh.h"
+#include "net/stream.h"
+
+#define PROBE_MAX_CASES 64
+
+struct pcase {
+	const char *kind;
+	const char *path;
+	uint8_t out[NET_STREAM_MAX_META + 64];
+	size_t out_len, out_off;
+	uint8_t ack[NET_STREAM_MAX_ACK];
+	size_t ack_len;
+	int status; /* -1 until the ack arrives */
+	char msg[NET_STREAM_MAX_ACK_MSG + 1];
+	bool closed;
+	uint64_t app_error;
+};
+
+static struct pcase cases[PROBE_MAX_CASES];
+static int n_cases;
+
+static ssize_t p_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t cap, int *fin)
+{
+	struct pcase *c = user;
+	size_t k = c->out_len - c->out_off;
+	if (k > cap)
+		k = cap;
+	memcpy(buf, c->out + c->out_off, k);
+	c->out_off += k;
+	*fin = c->out_off == c->out_len;
+	return (ssize_t)k;
+}
+
+static int p_recv(void *ctx, int64_t sid, void **user, const uint8_t *data, size_t len, int fin)
+{
+	struct pcase *c = *user;
+	if (!c || len > sizeof(c->ack) - c->ack_len)
+		return -EPROTO;
+	memcpy(c->ack + c->ack_len, data, len);
+	c->ack_len += len;
+	uint8_t st;
+	if (net_stream_ack_decode(c->ack, c->ack_len, &st, c->msg, sizeof(c->msg)) == 0)
+		c->status = st;
+	return 0;
+}
+
+static void p_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
+{
+	struct pcase *c = user;
+	if (c) {
+		c->closed = true;
+		c->app_error = app_error;
+	}
+}
+
+/* Builds the bytes of one hostile (or good) stream. */
+static int build_case(struct pcase *c, uint32_t id)
+{
+	static const char content[] = "0123456789";
+	struct net_stream_meta *m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	m->file_id = id;
+	m->path_len = (uint32_t)strlen(c->path);
+	if (m->path_len > NET_STREAM_MAX_PATH) {
+		free(m);
+		return -ENAMETOOLONG;
+	}
+	memcpy(m->path, c->path, m->path_len + 1);
+	m->size = strcmp(c->kind, "lie") == 0 ? 1u << 20 : 10;
+	m->mode = 0100644;
+	m->mtime_ns = 1000000000LL * 1600000000;
+	ssize_t n = net_stream_meta_encode(m, c->out, sizeof(c->out));
+	free(m);
+	if (n < 0)
+		return (int)n;
+	c->out_len = (size_t)n;
+	size_t data_len = strcmp(c->kind, "trunc") == 0 ? 4 : 10;
+	memcpy(c->out + c->out_len, content, data_len);
+	c->out_len += data_len;
+	if (strcmp(c->kind, "trunc") == 0)
+		return 0;
+	uint64_t h = XXH3_64bits(content, 10);
+	if (strcmp(c->kind, "hash") == 0)
+		h ^= 1;
+	net_stream_trailer_encode(h, c->out + c->out_len);
+	c->out_len += NET_STREAM_TRAILER_LEN;
+	if (strcmp(c->kind, "extra") == 0) {
+		memcpy(c->out + c->out_len, "JUNK", 4);
+		c->out_len += 4;
+	}
+	return 0;
+}
+
+static int drive(struct net_ctl_chan *ctl, struct net_quic *q, int ms, bool (*done)(struct net_quic *))
+{
+	struct qs_err e = {0};
+	int waited = 0;
+	while (waited < ms) {
+		if (done && done(q))
+			return 0;
+		struct pollfd p = {.fd = net_quic_fd(q), .events = POLLIN};
+		int t = net_quic_timeout_ms(q);
+		if (t < 0 || t > 50)
+			t = 50;
+		poll(&p, 1, t);
+		waited += t ? t : 1;
+		int rc = net_quic_process(q, &e);
+		if (rc < 0) {
+			fprintf(stderr, "quic: %s\n", e.msg);
+			return rc;
+		}
+		struct net_ctl_msg *m = malloc(sizeof(*m));
+		while (m && net_ctl_recv(ctl, m, &e) == 1) {
+			if (m->type == NET_CTL_ERROR)
+				printf("ctl-error code=%s file=%s msg=%s\n", m->u.error.error_code,
+				       m->u.error.file, m->u.error.message);
+		}
+		free(m);
+	}
+	return done && done(q) ? 0 : -ETIMEDOUT;
+}
+
+static bool hs_done(struct net_quic *q)
+{
+	return net_quic_handshake_done(q);
+}
+
+static bool all_closed(struct net_quic *q)
+{
+	for (int i = 0; i < n_cases; i++)
+		if (!cases[i].closed)
+			return false;
+	return true;
+}
+
+int main(int argc, char **argv)
+{
+	struct net_ssh_opts so = {0};
+	struct qs_err e = {0};
+	const char *rsh = NULL;
+	int ai = 1;
+
+	if (argc > 2 && strcmp(argv[1], "-e") == 0) {
+		rsh = argv[2];
+		ai = 3;
+	}
+	if (argc - ai < 4) {
+		fprintf(
+		    stderr,
+		    "usage: qs_probe -e RSH [user@]host REMOTE_QSYNC wrong-psk|send DEST [KIND:PATH...]\n");
+		return 2;
+	}
+	if (rsh && net_ssh_parse_rsh(rsh, &so, &e) < 0) {
+		fprintf(stderr, "qs_probe: -e: %s\n", e.msg);
+		return 2;
+	}
+	const char *target = argv[ai], *remote = argv[ai + 1], *mode = argv[ai + 2], *dest = argv[ai + 3];
+	const char *at = strchr(target, '@');
+	if (at) {
+		snprintf(so.user, sizeof(so.user), "%.*s", (int)(at - target), target);
+		target = at + 1;
+	}
+	snprintf(so.host, sizeof(so.host), "%s", target);
+	for (int i = ai + 4; i < argc && n_cases < PROBE_MAX_CASES; i++) {
+		char *colon = strchr(argv[i], ':');
+		if (!colon) {
+			fprintf(stderr, "qs_probe: case %s is not KIND:PATH\n", argv[i]);
+			return 2;
+		}
+		*colon = '\0';
+		cases[n_cases].kind = argv[i];
+		cases[n_cases].path = colon + 1;
+		cases[n_cases].status = -1;
+		n_cases++;
+	}
+
+	char cmd[4200];
+	snprintf(cmd, sizeof(cmd), "%s --server", remote);
+	struct net_ctl_chan *ctl;
+	struct sockaddr_storage peer;
+	socklen_t peerlen;
+	if (net_ssh_connect(&so, cmd, &ctl, &peer, &peerlen, &e) < 0) {
+		fprintf(stderr, "qs_probe: %s\n", e.msg);
+		return 255;
+	}
+	struct net_ctl_msg *m = calloc(1, sizeof(*m));
+	uint8_t psk[NET_QUIC_PSK_LEN];
+	const char *id = "0123456789abcdef";
+	if (!m || getrandom(psk, sizeof(psk), 0) != (ssize_t)sizeof(psk))
+		return 1;
+
+	m->type = NET_CTL_HELLO;
+	snprintf(m->u.hello.version, sizeof(m->u.hello.version), "%s", NET_CTL_PROTO_VERSION);
+	m->u.hello.caps = NET_CAP_QUIC_V1;
+	if (net_ctl_send(ctl, m, &e) < 0 || net_ctl_recv_wait(ctl, m, 10000, &e) != 1 ||
+	    m->type != NET_CTL_HELLO_ACK) {
+		fprintf(stderr, "qs_probe: hello failed: %s\n", e.msg);
+		return 1;
+	}
+	memset(m, 0, sizeof(*m));
+	m->type = NET_CTL_QUIC_INIT;
+	snprintf(m->u.quic_init.connection_id, sizeof(m->u.quic_init.connection_id), "%s", id);
+	memcpy(m->u.quic_init.psk, psk, sizeof(psk));
+	m->u.quic_init.max_streams = 100;
+	if (net_ctl_send(ctl, m, &e) < 0 || net_ctl_recv_wait(ctl, m, 10000, &e) != 1 ||
+	    m->type != NET_CTL_QUIC_READY) {
+		fprintf(stderr, "qs_probe: quic_init failed: %s\n", e.msg);
+		return 1;
+	}
+	uint16_t port = m->u.quic_ready.port;
+	if (peer.ss_family == AF_INET)
+		((struct sockaddr_in *)&peer)->sin_port = htons(port);
+	else
+		((struct sockaddr_in6 *)&peer)->sin6_port = htons(port);
+	printf("quic_ready port=%u\n", port);
+
+	memset(m, 0, sizeof(*m));
+	m->type = NET_CTL_SYNC_START;
+	snprintf(m->u.sync_start.destination, sizeof(m->u.sync_start.destination), "%s", dest);
+	m->u.sync_start.recursive = true;
+	m->u.sync_start.preserve_permissions = true;
+	m->u.sync_start.preserve_timestamps = true;
+	net_ctl_send(ctl, m, &e);
+
+	struct net_quic_cfg qc;
+	net_quic_cfg_default(&qc);
+	qc.handshake_timeout_ms = 3000;
+	struct net_quic_cb cb = {.ctx = NULL, .recv = p_recv, .fill = p_fill, .closed = p_closed};
+	struct net_quic *q = NULL;
+	int rc;
+
+	if (strcmp(mode, "wrong-psk") == 0) {
+		uint8_t bad[NET_QUIC_PSK_LEN];
+		memcpy(bad, psk, sizeof(bad));
+		bad[0] ^= 0xff;
+		rc = net_quic_client_new((struct sockaddr *)&peer, peerlen, id, bad, &qc, &cb, &q, &e);
+		if (rc == 0)
+			rc = drive(ctl, q, 5000, hs_done);
+		printf("wrong-psk handshake: %s (%d) %s\n", rc == 0 ? "accepted" : "refused", rc, e.msg);
+		net_quic_free(q);
+		q = NULL;
+		memset(&e, 0, sizeof(e));
+	}
+	rc = net_quic_client_new((struct sockaddr *)&peer, peerlen, id, psk, &qc, &cb, &q, &e);
+	if (rc == 0)
+		rc = drive(ctl, q, 5000, hs_done);
+	printf("right-psk handshake: %s (%d) %s\n", rc == 0 ? "accepted" : "refused", rc, e.msg);
+	explicit_bzero(psk, sizeof(psk));
+	if (rc < 0)
+		return 1;
+
+	for (int i = 0; i < n_cases; i++) {
+		int64_t sid;
+		if (build_case(&cases[i], (uint32_t)i) < 0 || net_quic_stream_open(q, &cases[i], &sid) < 0) {
+			fprintf(stderr, "qs_probe: cannot start case %d\n", i);
+			return 1;
+		}
+	}
+	drive(ctl, q, 10000, all_closed);
+	for (int i = 0; i < n_cases; i++)
+		printf("case %s %s status=%d app_error=%llu msg=%s\n", cases[i].kind, cases[i].path,
+		       cases[i].status, (unsigned long long)cases[i].app_error, cases[i].msg);
+
+	memset(m, 0, sizeof(*m));
+	m->type = NET_CTL_SYNC_COMPLETE;
+	m->u.sync_complete.files_transferred = (uint64_t)n_cases;
+	net_ctl_send(ctl, m, &e);
+	for (int waited = 0; waited < 10000; waited += 50) {
+		rc = net_ctl_recv(ctl, m, &e);
+		if (rc == 1 && m->type == NET_CTL_ACK_COMPLETE) {
+			printf("ack_complete ok=%llu failed=%llu\n",
+			       (unsigned long long)m->u.ack_complete.files_ok,
+			       (unsigned long long)m->u.ack_complete.files_failed);
+			break;
+		}
+		if (rc == 1 && m->type == NET_CTL_ERROR)
+			printf("ctl-error code=%s file=%s msg=%s\n", m->u.error.error_code, m->u.error.file,
+			       m->u.error.message);
+		if (rc < 0 && rc != -ENOMSG)
+			break;
+		if (rc != 1) {
+			struct pollfd p = {.fd = net_quic_fd(q), .events = POLLIN};
+			poll(&p, 1, 50);
+			net_quic_process(q, &e);
+		}
+	}
+	memset(m, 0, sizeof(*m));
+	m->type = NET_CTL_BYE;
+	net_ctl_send(ctl, m, &e);
+	net_quic_close(q);
+	net_quic_free(q);
+	int status = -1;
+	net_ctl_chan_finish(ctl, &status);
+	printf("exit-status %d\n", status);
+	free(m);
+	return 0;
+}
