@@ -19,6 +19,7 @@ enum {
 	OPT_FSYNC,
 	OPT_PROGRESS,
 	OPT_QUIC_TIMEOUT,
+	OPT_TIMEOUT,
 	OPT_NO_PERMS,
 	OPT_NO_TIMES,
 };
@@ -48,6 +49,7 @@ static const char usage_text[] =
     "      --remote-path=PATH qsync binary on the remote side (also --rsync-path)\n"
     "      --streams=N        at most N QUIC streams at once (default 1000)\n"
     "      --quic-timeout=S   seconds the QUIC handshake may take (default 10)\n"
+    "      --timeout=S        seconds to wait for each control reply from the peer (default 30)\n"
     "      --fsync            fsync every file before it is renamed into place\n"
     "  -h, --help             this text\n"
     "  -V, --version          the version\n"
@@ -125,6 +127,7 @@ int cli_parse(int argc, char **argv, struct cli *c)
 	    {"server", no_argument, NULL, OPT_SERVER},
 	    {"streams", required_argument, NULL, OPT_STREAMS},
 	    {"quic-timeout", required_argument, NULL, OPT_QUIC_TIMEOUT},
+	    {"timeout", required_argument, NULL, OPT_TIMEOUT},
 	    {"fsync", no_argument, NULL, OPT_FSYNC},
 	    {"no-perms", no_argument, NULL, OPT_NO_PERMS},
 	    {"no-times", no_argument, NULL, OPT_NO_TIMES},
@@ -205,13 +208,18 @@ int cli_parse(int argc, char **argv, struct cli *c)
 			o->max_streams = (uint32_t)v;
 			break;
 		}
-		case OPT_QUIC_TIMEOUT: {
+		case OPT_QUIC_TIMEOUT:
+		case OPT_TIMEOUT: {
 			char *end;
 			double v = strtod(optarg, &end);
-			if (*end || v <= 0 || v > 3600)
-				return usage_error(
-				    "--quic-timeout: expected seconds in (0, 3600], got \"%s\"", optarg);
-			o->quic_timeout_ms = (uint32_t)(v * 1000);
+			const char *name = ch == OPT_TIMEOUT ? "--timeout" : "--quic-timeout";
+			if (end == optarg || *end || !(v > 0 && v <= 86400))
+				return usage_error("%s: expected seconds in (0, 86400], got \"%s\"", name,
+				                   optarg);
+			if (ch == OPT_TIMEOUT)
+				o->ctl_timeout_ms = (uint32_t)(v * 1000);
+			else
+				o->quic_timeout_ms = (uint32_t)(v * 1000);
 			break;
 		}
 		case 'h':

@@ -47,6 +47,7 @@ struct engine_opts {
 	/* data plane */
 	uint32_t max_streams;     /* 0: default */
 	uint32_t quic_timeout_ms; /* handshake must finish in this; 0: default */
+	uint32_t ctl_timeout_ms;  /* each control reply, and the final confirmation, within this */
 
 	/* reporting */
 	int verbose;
@@ -84,7 +85,8 @@ struct engine_event {
 	const struct engine_stats *stats;
 };
 
-/* Fills defaults: recursive off, links/perms/times off, remote_path "qsync", max_streams 1000. */
+/* Fills defaults: recursive off, links/perms/times off, remote_path "qsync", max_streams 1000,
+ * control timeout 30 s. */
 void engine_opts_default(struct engine_opts *o);
 
 /* Runs a push as the client. Returns an engine_exit code; err says why when it is not OK. */

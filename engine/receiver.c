@@ -418,7 +418,8 @@ static int depth_cmp(const void *a, const void *b)
 int receiver_finish(struct receiver *r, struct qs_err *err)
 {
 	int first = 0;
-	qsort(r->dirs, r->n_dirs, sizeof(*r->dirs), depth_cmp);
+	if (r->n_dirs > 1)
+		qsort(r->dirs, r->n_dirs, sizeof(*r->dirs), depth_cmp);
 	for (size_t i = 0; i < r->n_dirs; i++) {
 		struct net_stream_meta m = {0};
 		m.mode = r->dirs[i].m.mode;

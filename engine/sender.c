@@ -243,7 +243,7 @@ static int job_new(struct sender *s, size_t idx, struct snd_job **out, struct qs
 int sender_pump(struct sender *s, struct qs_err *err)
 {
 	while (s->next < s->n && s->in_flight < s->max_in_flight) {
-		struct snd_job *j;
+		struct snd_job *j = NULL;
 		int rc = job_new(s, s->next, &j, err);
 		if (rc < 0)
 			return rc;

@@ -59,6 +59,7 @@ void engine_opts_default(struct engine_opts *o)
 	o->remote_path = "qsync";
 	o->max_streams = 1000;
 	o->quic_timeout_ms = 10000;
+	o->ctl_timeout_ms = ENGINE_CTL_TIMEOUT_MS;
 }
 
 /* Fills a buffer from the kernel's CSPRNG. */
@@ -283,7 +284,7 @@ int engine_client_run(const struct engine_opts *o, struct engine_stats *st, stru
 	snprintf(m->u.hello.version, sizeof(m->u.hello.version), "%s", NET_CTL_PROTO_VERSION);
 	m->u.hello.caps = NET_CAP_QUIC_V1;
 	if ((rc = net_ctl_send(cl.ctl, m, err)) < 0 ||
-	    (rc = expect(cl.ctl, NET_CTL_HELLO_ACK, m, ENGINE_CTL_TIMEOUT_MS, err)) < 0) {
+	    (rc = expect(cl.ctl, NET_CTL_HELLO_ACK, m, (int)o->ctl_timeout_ms, err)) < 0) {
 		if (rc == -EPIPE)
 			qs_err_set(
 			    err, rc,
@@ -323,7 +324,7 @@ int engine_client_run(const struct engine_opts *o, struct engine_stats *st, stru
 	m->u.quic_init.max_streams = o->max_streams ? o->max_streams : 1000;
 	rc = net_ctl_send(cl.ctl, m, err);
 	explicit_bzero(m, sizeof(*m));
-	if (rc < 0 || (rc = expect(cl.ctl, NET_CTL_QUIC_READY, m, ENGINE_CTL_TIMEOUT_MS, err)) < 0) {
+	if (rc < 0 || (rc = expect(cl.ctl, NET_CTL_QUIC_READY, m, (int)o->ctl_timeout_ms, err)) < 0) {
 		code = ENGINE_EXIT_START;
 		goto out;
 	}
@@ -416,7 +417,7 @@ int engine_client_run(const struct engine_opts *o, struct engine_stats *st, stru
 		code = ENGINE_EXIT_STREAM;
 		goto out;
 	}
-	uint64_t deadline = engine_now_ns() + (uint64_t)ENGINE_DRAIN_TIMEOUT_MS * 1000000ull;
+	uint64_t deadline = engine_now_ns() + (uint64_t)o->ctl_timeout_ms * 1000000ull;
 	for (;;) {
 		struct qs_err e = {0};
 		rc = net_ctl_recv(cl.ctl, m, &e);

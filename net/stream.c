@@ -424,8 +424,8 @@ static int meta_parse(struct net_stream_dec *d, struct qs_err *err)
 ssize_t net_stream_dec_feed(struct net_stream_dec *d, const uint8_t *p, size_t n, struct net_stream_ev *ev,
                             struct qs_err *err)
 {
-	size_t used = 0, need, take;
-	bool complete;
+	size_t used = 0, need = 0, take;
+	bool complete = false;
 	uint64_t left;
 	int rc;
 
