@@ -24,12 +24,13 @@ static void json_stats(FILE *f, const char *event, const struct engine_stats *st
 	double mbs = st->seconds > 0 ? (double)st->bytes_done / 1e6 / st->seconds : 0;
 	fprintf(f,
 	        "{\"event\":\"%s\",\"files_discovered\":%llu,\"files_done\":%llu,\"files_failed\":%llu,"
-	        "\"files_in_flight\":%llu,\"bytes_total\":%llu,\"bytes_done\":%llu,\"wire_bytes\":%llu,"
+	        "\"files_in_flight\":%llu,\"bytes_total\":%llu,\"bytes_sent\":%llu,\"bytes_done\":%llu,"
+	        "\"wire_bytes\":%llu,"
 	        "\"seconds\":%.3f,\"mb_per_s\":%.1f,\"data_path\":",
 	        event, (unsigned long long)st->files_discovered, (unsigned long long)st->files_done,
 	        (unsigned long long)st->files_failed, (unsigned long long)st->files_in_flight,
-	        (unsigned long long)st->bytes_total, (unsigned long long)st->bytes_done,
-	        (unsigned long long)st->wire_bytes, st->seconds, mbs);
+	        (unsigned long long)st->bytes_total, (unsigned long long)st->bytes_sent,
+	        (unsigned long long)st->bytes_done, (unsigned long long)st->wire_bytes, st->seconds, mbs);
 	json_str(f, st->data_path ? st->data_path : "none");
 	fprintf(f, ",\"quic_port\":%u,\"streams_max\":%u}\n", st->quic_port, st->streams_max);
 	fflush(f);
@@ -90,11 +91,11 @@ void cli_on_event(void *ctx, const struct engine_event *ev)
 		if (!c->progress)
 			break;
 		char done[32], total[32], rate[32];
-		human_bytes(done, sizeof(done), (double)st->bytes_done);
+		human_bytes(done, sizeof(done), (double)st->bytes_sent);
 		human_bytes(total, sizeof(total), (double)st->bytes_total);
-		human_bytes(rate, sizeof(rate), st->seconds > 0 ? (double)st->bytes_done / st->seconds : 0);
+		human_bytes(rate, sizeof(rate), st->seconds > 0 ? (double)st->bytes_sent / st->seconds : 0);
 		int pct =
-		    st->bytes_total ? (int)(100.0 * (double)st->bytes_done / (double)st->bytes_total) : 100;
+		    st->bytes_total ? (int)(100.0 * (double)st->bytes_sent / (double)st->bytes_total) : 100;
 		fprintf(stderr, "%s%10s / %-10s %3d%%  %10s/s  %llu/%llu files  %llu in flight  %.1fs%s",
 		        c->stderr_tty ? "\r\033[K" : "", done, total, pct, rate,
 		        (unsigned long long)st->files_done, (unsigned long long)st->files_discovered,

@@ -71,6 +71,7 @@ struct engine_stats {
 	uint64_t files_in_flight;
 	uint64_t bytes_total; /* content bytes to send */
 	uint64_t bytes_done;  /* content bytes confirmed */
+	uint64_t bytes_sent;  /* content bytes handed to the data plane (live progress) */
 	uint64_t wire_bytes;  /* bytes handed to QUIC, framing included */
 	uint32_t streams_max; /* negotiated max_streams */
 	uint32_t quic_port;

@@ -350,6 +350,7 @@ static ssize_t snd_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t
 			}
 			XXH3_64bits_update(j->hash, buf + n, k);
 			j->data_off += k;
+			j->s->st->bytes_sent += k;
 			n += k;
 			break;
 		}
