@@ -39,10 +39,26 @@ touch -d "2025-05-05 05:05:05.555555555" "$work/src/a/run.sh" "$work/src/a"
 "$QSYNC_BIN" -a -q -e "$QS_RSH" --remote-path "$QSYNC_BIN" "$work/src/" "$me@127.0.0.1:$work/dst/"
 check tree_compare "$work/src" "$work/dst"
 
-# 5. No temporary files are left anywhere.
+# 5. Authentication through ssh-agent alone (no -i): works with the agent, refused without it.
+eval "$(ssh-agent -s -a "$work/agent.sock")" >/dev/null
+qs_cleanup_add "kill $SSH_AGENT_PID 2>/dev/null"
+ssh-add -q "$SSHD_USER_KEY"
+agent_rsh="ssh -p $SSHD_PORT -o UserKnownHostsFile=$SSHD_KNOWN_HOSTS -o StrictHostKeyChecking=yes"
+HOME="$work" "$QSYNC_BIN" -a -q -e "$agent_rsh" --remote-path "$QSYNC_BIN" "$work/src/a/" "$me@127.0.0.1:$work/dst-agent/"
+check tree_compare "$work/src/a" "$work/dst-agent"
+set +e
+HOME="$work" SSH_AUTH_SOCK= "$QSYNC_BIN" -a -q -e "$agent_rsh" --remote-path "$QSYNC_BIN" "$work/src/a/" \
+	"$me@127.0.0.1:$work/dst-noagent/" 2>"$work/noagent.err"
+rc=$?
+set -e
+check test "$rc" = 255
+check grep -qi 'permission denied' "$work/noagent.err"
+kill "$SSH_AGENT_PID" 2>/dev/null || true
+
+# 6. No temporary files are left anywhere.
 check test -z "$(find "$work/dst" "$work/dst2" -name '.*.qs.*' -print -quit)"
 
-# 6. A wrong remote path is a clear start-up error, not a hang.
+# 7. A wrong remote path is a clear start-up error, not a hang.
 set +e
 "$QSYNC_BIN" -a -q -e "$QS_RSH" --remote-path /nonexistent/qsync "$work/src/" "$me@127.0.0.1:$work/dst3/" \
 	2>"$work/err.txt"
