@@ -314,7 +314,7 @@ int engine_client_run(const struct engine_opts *o, struct engine_stats *st, stru
 		code = ENGINE_EXIT_START;
 		goto out;
 	}
-	for (int i = 0; i < 8; i++)
+	for (size_t i = 0; i < sizeof(idb); i++)
 		snprintf(conn_id + 2 * i, 3, "%02x", idb[i]);
 	memset(m, 0, sizeof(*m));
 	m->type = NET_CTL_QUIC_INIT;
@@ -452,7 +452,7 @@ int engine_client_run(const struct engine_opts *o, struct engine_stats *st, stru
 	net_quic_close(q);
 	if (st->files_failed || snd.walk_errors) {
 		qs_err_set(err, -EIO, "some files could not be transferred (%llu failed)",
-		           (unsigned long long)(st->files_failed + snd.walk_errors));
+		           (unsigned long long)st->files_failed + snd.walk_errors);
 		code = ENGINE_EXIT_PARTIAL;
 	}
 
