@@ -29,10 +29,19 @@ void engine_emit(const struct engine_opts *o, enum engine_event_kind k, const ch
 
 struct snd_entry {
 	char *rel;  /* path on the wire ("" for the root) */
-	char *abs;  /* where to read it */
+	char *abs;  /* where the walk found it (messages, readlink) */
 	char *link; /* symlink target, or NULL */
 	uint32_t flags;
-	struct stat st;
+	uint32_t src;   /* index into sender.roots */
+	uint32_t tail;  /* offset in rel of the path below the source's top ("" for the top itself) */
+	struct stat st; /* as the walk saw it; the file opened later must be this one (dev, ino) */
+};
+
+/* One source as given on the command line: its directory held open so that files are opened beneath
+ * it (no symlink followed below the top), or -1 for a source that is a single file. */
+struct snd_root {
+	int fd;
+	char *top; /* the path walked */
 };
 
 struct sender {
@@ -45,7 +54,9 @@ struct sender {
 	size_t in_flight;
 	size_t max_in_flight;
 	size_t walk_errors; /* sources or directories that could not be read */
-	bool single_file;   /* exactly one source and it is not a directory */
+	struct snd_root *roots;
+	size_t n_roots;
+	bool single_file; /* exactly one source and it is not a directory */
 };
 
 /* Walks every source into s->ents (rsync's trailing-slash rule). Unreadable sources are reported as

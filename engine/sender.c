@@ -35,7 +35,7 @@ struct snd_job {
 	char msg[NET_STREAM_MAX_ACK_MSG + 1]; /* why it failed: ours, or the receiver's */
 };
 
-static int add_entry(struct sender *s, const char *rel, const char *abs, const struct stat *st,
+static int add_entry(struct sender *s, const char *rel, size_t tail, const char *abs, const struct stat *st,
                      uint32_t flags)
 {
 	if (s->n == s->cap) {
@@ -57,6 +57,8 @@ static int add_entry(struct sender *s, const char *rel, const char *abs, const s
 	}
 	e->st = *st;
 	e->flags = flags;
+	e->src = (uint32_t)(s->n_roots - 1);
+	e->tail = (uint32_t)tail;
 	if (S_ISLNK(st->st_mode)) {
 		char buf[NET_STREAM_MAX_PATH + 1];
 		ssize_t n = readlink(abs, buf, sizeof(buf) - 1);
@@ -80,7 +82,7 @@ static int add_entry(struct sender *s, const char *rel, const char *abs, const s
 
 struct walk_ctx {
 	struct sender *s;
-	bool top_is_root;
+	size_t prefix_len; /* rel = prefix "/" tail */
 };
 
 static int walk_cb(void *ctx, const struct io_walk_ent *e)
@@ -115,7 +117,10 @@ static int walk_cb(void *ctx, const struct io_walk_ent *e)
 		s->walk_errors++;
 		return 0;
 	}
-	int rc = add_entry(s, e->rel, e->abs, &e->st, flags);
+	size_t tail = w->prefix_len;
+	if (tail && e->rel[tail] == '/')
+		tail++;
+	int rc = add_entry(s, e->rel, tail, e->abs, &e->st, flags);
 	if (rc == -ENOMEM)
 		return rc;
 	if (rc < 0) {
@@ -127,6 +132,65 @@ static int walk_cb(void *ctx, const struct io_walk_ent *e)
 	if (!(flags & NET_STREAM_F_DIR))
 		s->st->bytes_total += (uint64_t)s->ents[s->n - 1].st.st_size;
 	return 0;
+}
+
+/* Holds a source's top directory open (files are opened beneath it later), or records a file source. */
+static int add_root(struct sender *s, const char *path, const struct stat *top, struct qs_err *err)
+{
+	struct snd_root *nr = realloc(s->roots, (s->n_roots + 1) * sizeof(*nr));
+	if (!nr)
+		return qs_err_set(err, -ENOMEM, "out of memory");
+	s->roots = nr;
+	struct snd_root *r = &s->roots[s->n_roots];
+	r->fd = -1;
+	r->top = strdup(path);
+	if (!r->top)
+		return qs_err_set(err, -ENOMEM, "out of memory");
+	s->n_roots++;
+	if (S_ISDIR(top->st_mode)) {
+		struct stat now;
+		r->fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (r->fd >= 0 &&
+		    (fstat(r->fd, &now) < 0 || now.st_dev != top->st_dev || now.st_ino != top->st_ino)) {
+			close(r->fd);
+			r->fd = -1;
+		}
+	}
+	return 0;
+}
+
+/* Opens an entry for reading: beneath its source's top without following any symlink, or the top file
+ * itself without following it; and only if it is still the regular file the walk saw. */
+static int open_entry(const struct sender *s, const struct snd_entry *e, char *why, size_t whycap)
+{
+	const struct snd_root *r = &s->roots[e->src];
+	const char *tail = e->rel + e->tail;
+	int fd;
+	if (r->fd >= 0 && tail[0] != '\0') {
+		fd = io_open_beneath(r->fd, tail, O_RDONLY | O_CLOEXEC, 0);
+	} else {
+		fd = open(r->top, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			fd = -errno;
+	}
+	if (fd == -ELOOP || fd == -EXDEV) {
+		snprintf(why, whycap,
+		         "changed since it was scanned (a symlink is now in its path); not sent");
+		return fd;
+	}
+	if (fd < 0) {
+		snprintf(why, whycap, "cannot open: %s", strerror(-fd));
+		return fd;
+	}
+	struct stat now;
+	if (fstat(fd, &now) < 0 || now.st_dev != e->st.st_dev || now.st_ino != e->st.st_ino ||
+	    !S_ISREG(now.st_mode)) {
+		snprintf(why, whycap,
+		         "changed since it was scanned (replaced, or a symlink put in its path); not sent");
+		close(fd);
+		return -ESTALE;
+	}
+	return fd;
 }
 
 int sender_plan(struct sender *s, const struct engine_opts *o, struct engine_stats *st, struct qs_err *err)
@@ -149,6 +213,15 @@ int sender_plan(struct sender *s, const struct engine_opts *o, struct engine_sta
 			path[--len] = '\0';
 
 		struct stat top;
+		char *resolved = NULL;
+		if (slash && lstat(path, &top) == 0 && S_ISLNK(top.st_mode) && stat(path, &top) == 0 &&
+		    S_ISDIR(top.st_mode)) {
+			/* "link/" names the directory the link points to, as in rsync */
+			resolved = realpath(path, NULL);
+			if (resolved && strlen(resolved) < sizeof(path))
+				memcpy(path, resolved, strlen(resolved) + 1);
+			free(resolved);
+		}
 		if (lstat(path, &top) < 0) {
 			char m[300];
 			snprintf(m, sizeof(m), "cannot read source: %s", strerror(errno));
@@ -170,9 +243,17 @@ int sender_plan(struct sender *s, const struct engine_opts *o, struct engine_sta
 		if (o->n_sources == 1 && !S_ISDIR(top.st_mode) && !slash)
 			s->single_file = true;
 
-		struct walk_ctx w = {.s = s};
+		int rc = add_root(s, path, &top, err);
+		if (rc < 0)
+			return rc;
+		if (s->roots[s->n_roots - 1].fd < 0 && S_ISDIR(top.st_mode)) {
+			engine_emit(o, ENGINE_EV_FILE_ERROR, src, "cannot open source directory", NULL);
+			s->walk_errors++;
+			continue;
+		}
+		struct walk_ctx w = {.s = s, .prefix_len = strlen(prefix)};
 		struct qs_err werr = {0};
-		int rc = io_walk(path, prefix, o->recursive, walk_cb, &w, &werr);
+		rc = io_walk(path, prefix, o->recursive, walk_cb, &w, &werr);
 		if (rc == -ENOMEM)
 			return qs_err_set(err, rc, "out of memory walking %s", src);
 		if (rc < 0) {
@@ -277,6 +358,14 @@ void sender_free(struct sender *s)
 	}
 	free(s->ents);
 	s->ents = NULL;
+	for (size_t i = 0; i < s->n_roots; i++) {
+		if (s->roots[i].fd >= 0)
+			close(s->roots[i].fd);
+		free(s->roots[i].top);
+	}
+	free(s->roots);
+	s->roots = NULL;
+	s->n_roots = 0;
 	s->n = s->cap = 0;
 }
 
@@ -330,9 +419,10 @@ static ssize_t snd_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t
 				memcpy(buf + n, e->link + j->data_off, k);
 			} else {
 				if (j->fd < 0) {
-					j->fd = open(e->abs, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-					if (j->fd < 0)
-						return fail_job(j, errno, "cannot open");
+					int fd = open_entry(j->s, e, j->msg, sizeof(j->msg));
+					if (fd < 0)
+						return fd;
+					j->fd = fd;
 					posix_fadvise(j->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 				}
 				ssize_t r = pread(j->fd, buf + n, k, (off_t)j->data_off);

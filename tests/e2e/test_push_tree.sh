@@ -67,4 +67,25 @@ set -e
 check test "$rc" -ne 0
 check grep -qi 'remote-path\|not found\|closed' "$work/err.txt"
 
+# 8. A source directory swapped for a symlink after the walk (a local attacker racing the sender):
+# the file under it is not read through the link; outside data never leaves, and the run says so.
+mkdir -p "$work/race/src/z" "$work/race/outside"
+printf 'inside\n' >"$work/race/src/z/f"
+printf 'OUTSIDE SECRET\n' >"$work/race/outside/f"
+cat >"$work/race/swap.sh" <<SH
+#!/bin/sh
+mv "$work/race/src/z" "$work/race/z.old" && ln -s "$work/race/outside" "$work/race/src/z"
+exec "$QSYNC_BIN" "\$@"
+SH
+chmod +x "$work/race/swap.sh"
+set +e
+"$QSYNC_BIN" -a -q -e "$QS_RSH" --remote-path "$work/race/swap.sh" "$work/race/src/" "$me@127.0.0.1:$work/race/dst/" \
+	2>"$work/race/err"
+rc=$?
+set -e
+check test "$rc" = 23
+check grep -q 'changed since it was scanned' "$work/race/err"
+check test ! -e "$work/race/dst/z/f"
+check test -z "$(grep -rl 'OUTSIDE SECRET' "$work/race/dst" 2>/dev/null)"
+
 exit $fail
