@@ -22,6 +22,7 @@ enum engine_exit {
 	ENGINE_EXIT_NET = 10,     /* error in socket I/O (QUIC) */
 	ENGINE_EXIT_FILEIO = 11,  /* error in file I/O */
 	ENGINE_EXIT_STREAM = 12,  /* error in the protocol data stream */
+	ENGINE_EXIT_SIGNAL = 20,  /* stopped by a signal */
 	ENGINE_EXIT_PARTIAL = 23, /* some files could not be transferred */
 	ENGINE_EXIT_TIMEOUT = 30, /* timeout waiting for the peer */
 	ENGINE_EXIT_SSH = 255,    /* the SSH connection failed */

@@ -77,30 +77,47 @@ extern const struct net_quic_cb sender_quic_cb_template;
 
 struct rcv_dirfix {
 	char *rel;
-	struct stat_meta {
-		uint32_t mode;
-		int64_t mtime_ns;
-		uint32_t uid, gid;
-	} m;
+	bool set_mode; /* with -p, or a directory this transfer created */
+	uint32_t mode;
+	int64_t mtime_ns;
+	uint32_t uid, gid;
 };
+
+/* A refusal waiting to be reported on the control channel: written from the main loop, never from
+ * inside a data-plane callback (a slow control channel must not stall QUIC). */
+struct rcv_report {
+	char *file;
+	int64_t sid;
+	const char *code;
+	char *msg;
+};
+
+#define RCV_MAX_DIR_BYTES (256u << 20) /* directory bookkeeping a sender may make us hold */
+#define RCV_MAX_REPORTS   1024         /* queued error reports; more are counted, not queued */
 
 struct receiver {
 	int rootfd;
 	bool single_file;
 	char single_name[256];
 	bool single_used;
-	bool perms, times, owner, do_fsync;
+	bool perms, times, owner, group, do_fsync;
 	mode_t umask;
 	struct net_ctl_chan *ctl;
 	struct net_quic *q;
 	struct rcv_dirfix *dirs;
-	size_t n_dirs, cap_dirs;
+	size_t n_dirs, cap_dirs, dir_bytes;
+	struct rcv_report reports[RCV_MAX_REPORTS];
+	size_t n_reports, reports_dropped;
+	bool root_seen;
 	uint64_t ok, failed, bytes, closed;
 	int verbose;
 };
 
 /* Opens (creating the last level if needed) the destination described by sync_start. */
 int receiver_open(struct receiver *r, const struct net_ctl_sync_start *ss, struct qs_err *err);
+
+/* Sends the queued error reports on the control channel. Called from the main loop. */
+void receiver_flush_reports(struct receiver *r);
 
 /* Applies directory modes and times, deepest first (after all contents are written). */
 int receiver_finish(struct receiver *r, struct qs_err *err);

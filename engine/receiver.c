@@ -75,41 +75,53 @@ static void job_fail(struct rcv_job *j, uint8_t status, const char *msg)
 	}
 	r->failed++;
 	fprintf(stderr, "qsync: receiver: %s\n", msg);
-	if (r->ctl) {
-		struct net_ctl_msg *m = calloc(1, sizeof(*m));
-		if (m) {
-			m->type = NET_CTL_ERROR;
-			snprintf(m->u.error.file, sizeof(m->u.error.file), "%s", j->dec.meta.path);
-			m->u.error.quic_stream_id = j->sid;
-			snprintf(m->u.error.error_code, sizeof(m->u.error.error_code), "%s",
-			         status_code_name(status));
-			snprintf(m->u.error.message, sizeof(m->u.error.message), "%s", msg);
-			struct qs_err e = {0};
-			net_ctl_send(r->ctl, m, &e);
-			free(m);
+	if (r->n_reports < RCV_MAX_REPORTS) {
+		struct rcv_report *rep = &r->reports[r->n_reports];
+		rep->file = strdup(j->meta_seen ? j->dec.meta.path : "");
+		rep->msg = strdup(msg);
+		rep->sid = j->sid;
+		rep->code = status_code_name(status);
+		if (rep->file && rep->msg) {
+			r->n_reports++;
+		} else {
+			free(rep->file);
+			free(rep->msg);
+			r->reports_dropped++;
 		}
+	} else {
+		r->reports_dropped++;
 	}
 	queue_ack(j, status, msg);
 }
 
-static struct io_meta meta_for(const struct receiver *r, const struct net_stream_meta *m, bool is_dir)
+/* What to apply to a new entry. Like rsync: with -p the sender's permission bits; without, the sender's
+ * bits less setuid/setgid/sticky, masked by our umask (and an entry that already exists keeps its own:
+ * see commit()). Owner and group only as root, each only when asked for. */
+static struct io_meta meta_for(const struct receiver *r, uint32_t mode, int64_t mtime_ns, uint32_t uid,
+                               uint32_t gid)
 {
 	struct io_meta im = {0};
 	im.set_mode = true;
-	if (r->perms)
-		im.mode = m->mode & 07777;
-	else
-		im.mode = (is_dir ? 0777 : (m->mode & 0111 ? 0777 : 0666)) & ~r->umask;
+	im.mode = r->perms ? mode & 07777 : mode & 0777 & ~r->umask;
 	im.set_mtime = r->times;
-	im.mtime_ns = m->mtime_ns;
-	im.set_owner = r->owner && geteuid() == 0;
-	im.uid = m->uid;
-	im.gid = m->gid;
+	im.mtime_ns = mtime_ns;
+	im.set_owner = (r->owner || r->group) && geteuid() == 0;
+	im.uid = r->owner ? uid : (uint32_t)-1; /* -1: fchown leaves it */
+	im.gid = r->group ? gid : (uint32_t)-1;
 	return im;
 }
 
-static int remember_dir(struct receiver *r, const char *rel, const struct net_stream_meta *m)
+/* A name safe to print: the sender chose it, control bytes and all. */
+static const char *qp(const char *p, char *buf)
 {
+	return io_path_quote(p, strlen(p), buf, IO_QUOTE_MAX);
+}
+
+static int remember_dir(struct receiver *r, const char *rel, const struct net_stream_meta *m, bool created)
+{
+	size_t cost = sizeof(struct rcv_dirfix) + strlen(rel) + 1;
+	if (r->dir_bytes + cost > RCV_MAX_DIR_BYTES)
+		return -ENOSPC; /* a sender making us remember more than any real tree needs */
 	if (r->n_dirs == r->cap_dirs) {
 		size_t ncap = r->cap_dirs ? r->cap_dirs * 2 : 64;
 		struct rcv_dirfix *nd = realloc(r->dirs, ncap * sizeof(*nd));
@@ -122,11 +134,13 @@ static int remember_dir(struct receiver *r, const char *rel, const struct net_st
 	d->rel = strdup(rel);
 	if (!d->rel)
 		return -ENOMEM;
-	d->m.mode = m->mode;
-	d->m.mtime_ns = m->mtime_ns;
-	d->m.uid = m->uid;
-	d->m.gid = m->gid;
+	d->set_mode = r->perms || created;
+	d->mode = m->mode;
+	d->mtime_ns = m->mtime_ns;
+	d->uid = m->uid;
+	d->gid = m->gid;
 	r->n_dirs++;
+	r->dir_bytes += cost;
 	return 0;
 }
 
@@ -134,35 +148,55 @@ static void on_meta(struct rcv_job *j)
 {
 	struct receiver *r = j->r;
 	const struct net_stream_meta *m = &j->dec.meta;
-	char msg[NET_STREAM_MAX_ACK_MSG];
+	char msg[NET_STREAM_MAX_ACK_MSG], qb[IO_QUOTE_MAX];
 	struct qs_err e = {0};
 
 	j->meta_seen = true;
-	if (m->flags & NET_STREAM_F_ROOT) {
-		j->path[0] = '\0';
-	} else {
-		if (io_path_check(m->path, m->path_len, &e) < 0) {
-			snprintf(msg, sizeof(msg), "%s", e.msg);
-			job_fail(j, NET_STREAM_EBADPATH, msg);
+	if (r->single_file) {
+		/* One file, written under the destination's own name: nothing else may touch that
+		 * directory (it is the user's, not the transfer's). */
+		if ((m->flags & (NET_STREAM_F_DIR | NET_STREAM_F_ROOT)) || r->single_used) {
+			job_fail(j, NET_STREAM_EPROTO,
+			         "only one file may be sent to a single-file destination");
 			return;
 		}
-		if (r->single_file && !(m->flags & NET_STREAM_F_DIR)) {
-			if (r->single_used) {
-				job_fail(j, NET_STREAM_EPROTO,
-				         "more than one entry sent for a single-file destination");
-				return;
-			}
-			r->single_used = true;
-			snprintf(j->path, sizeof(j->path), "%s", r->single_name);
-		} else {
-			memcpy(j->path, m->path, m->path_len + 1);
+		r->single_used = true;
+	}
+	if (m->flags & NET_STREAM_F_ROOT) {
+		if (!(m->flags & NET_STREAM_F_DIR) || r->root_seen) {
+			job_fail(j, NET_STREAM_EPROTO, "a root entry must be a directory, sent once");
+			return;
 		}
+		r->root_seen = true;
+		j->path[0] = '\0';
+	} else if (io_path_check(m->path, m->path_len, &e) < 0) {
+		snprintf(msg, sizeof(msg), "%s", e.msg);
+		job_fail(j, NET_STREAM_EBADPATH, msg);
+		return;
+	} else if (r->single_file) {
+		snprintf(j->path, sizeof(j->path), "%s", r->single_name);
+	} else {
+		memcpy(j->path, m->path, m->path_len + 1);
 	}
 
 	if (m->flags & NET_STREAM_F_DIR) {
-		if (io_mkdir_beneath(r->rootfd, j->path, &e) < 0 || remember_dir(r, j->path, m) < 0) {
-			snprintf(msg, sizeof(msg), "cannot create directory \"%s\": %s", j->path,
-			         e.msg[0] ? e.msg : "out of memory");
+		bool created = false;
+		int rc = 0;
+		if (j->path[0]) {
+			int fd = io_open_beneath(r->rootfd, j->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+			if (fd >= 0)
+				close(fd);
+			else
+				created = true;
+			rc = io_mkdir_beneath(r->rootfd, j->path, &e);
+		}
+		if (rc == 0)
+			rc = remember_dir(r, j->path, m, created);
+		if (rc < 0) {
+			snprintf(msg, sizeof(msg), "cannot create directory \"%s\": %s", qp(j->path, qb),
+			         e.msg[0]        ? e.msg
+			         : rc == -ENOSPC ? "too many directories"
+			                         : "out of memory");
 			job_fail(j, NET_STREAM_EIO, msg);
 		}
 		return;
@@ -173,7 +207,7 @@ static void on_meta(struct rcv_job *j)
 		return;
 	}
 	if (io_wfile_open(r->rootfd, j->path, &j->wf, &e) < 0) {
-		snprintf(msg, sizeof(msg), "cannot create \"%s\": %s", j->path, e.msg);
+		snprintf(msg, sizeof(msg), "%s", e.msg);
 		job_fail(j, NET_STREAM_EIO, msg);
 		return;
 	}
@@ -195,18 +229,19 @@ static void on_data(struct rcv_job *j, const struct net_stream_ev *ev)
 	}
 	int rc = io_wfile_pwrite(&j->wf, ev->data, ev->len, ev->offset);
 	if (rc < 0) {
-		snprintf(msg, sizeof(msg), "write to \"%s\" failed: %s", j->path, strerror(-rc));
+		char qb[IO_QUOTE_MAX];
+		snprintf(msg, sizeof(msg), "write to \"%s\" failed: %s", qp(j->path, qb), strerror(-rc));
 		job_fail(j, NET_STREAM_EIO, msg);
 	}
 }
 
 static void on_end(struct rcv_job *j, const struct net_stream_ev *ev)
 {
-	char msg[NET_STREAM_MAX_ACK_MSG];
+	char msg[NET_STREAM_MAX_ACK_MSG], qb[IO_QUOTE_MAX];
 	if (XXH3_64bits_digest(j->hash) != ev->hash) {
 		snprintf(msg, sizeof(msg),
 		         "hash mismatch for \"%s\": content damaged in transit, not written",
-		         j->path[0] ? j->path : ".");
+		         qp(j->path[0] ? j->path : ".", qb));
 		job_fail(j, NET_STREAM_EHASH, msg);
 		return;
 	}
@@ -218,9 +253,9 @@ static void commit(struct rcv_job *j)
 {
 	struct receiver *r = j->r;
 	const struct net_stream_meta *m = &j->dec.meta;
-	char msg[NET_STREAM_MAX_ACK_MSG];
+	char msg[NET_STREAM_MAX_ACK_MSG], qb[IO_QUOTE_MAX];
 	struct qs_err e = {0};
-	struct io_meta im = meta_for(r, m, m->flags & NET_STREAM_F_DIR);
+	struct io_meta im = meta_for(r, m->mode, m->mtime_ns, m->uid, m->gid);
 	if (m->flags & NET_STREAM_F_SYMLINK) {
 		j->link[j->link_len] = '\0';
 		if (strlen(j->link) != j->link_len) {
@@ -228,15 +263,21 @@ static void commit(struct rcv_job *j)
 			return;
 		}
 		if (io_symlink_beneath(r->rootfd, j->path, j->link, &im, &e) < 0) {
-			snprintf(msg, sizeof(msg), "cannot create symlink \"%s\": %s", j->path, e.msg);
+			snprintf(msg, sizeof(msg), "cannot create symlink \"%s\": %s", qp(j->path, qb),
+			         e.msg);
 			job_fail(j, NET_STREAM_EIO, msg);
 			return;
 		}
 	} else if (!(m->flags & NET_STREAM_F_DIR)) {
+		struct stat old;
+		/* without -p, a file that is replaced keeps the permissions it had (rsync does the same) */
+		if (!r->perms && fstatat(j->wf.dirfd, j->wf.name, &old, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISREG(old.st_mode))
+			im.mode = old.st_mode & 07777;
 		int rc = io_wfile_commit(&j->wf, &im, r->do_fsync, &e);
 		j->wf_open = false;
 		if (rc < 0) {
-			snprintf(msg, sizeof(msg), "cannot finish \"%s\": %s", j->path, e.msg);
+			snprintf(msg, sizeof(msg), "cannot finish \"%s\": %s", qp(j->path, qb), e.msg);
 			job_fail(j, NET_STREAM_EIO, msg);
 			return;
 		}
@@ -245,7 +286,7 @@ static void commit(struct rcv_job *j)
 	j->finished = true;
 	r->ok++;
 	if (r->verbose > 1)
-		fprintf(stderr, "qsync: receiver: %s\n", j->path[0] ? j->path : ".");
+		fprintf(stderr, "qsync: receiver: %s\n", qp(j->path[0] ? j->path : ".", qb));
 	queue_ack(j, NET_STREAM_OK, NULL);
 }
 
@@ -304,8 +345,9 @@ static int rcv_recv(void *ctx, int64_t sid, void **user, const uint8_t *data, si
 		if (j->end_seen) {
 			commit(j);
 		} else if (net_stream_dec_finish(&j->dec, &e) < 0) {
+			char qb[IO_QUOTE_MAX];
 			snprintf(msg, sizeof(msg), "truncated stream for \"%s\": %s",
-			         j->meta_seen ? j->dec.meta.path : "(no metadata yet)", e.msg);
+			         j->meta_seen ? qp(j->dec.meta.path, qb) : "(no metadata yet)", e.msg);
 			job_fail(j, NET_STREAM_ETRUNC, msg);
 		}
 	}
@@ -367,6 +409,7 @@ int receiver_open(struct receiver *r, const struct net_ctl_sync_start *ss, struc
 	r->perms = ss->preserve_permissions;
 	r->times = ss->preserve_timestamps;
 	r->owner = ss->preserve_owner;
+	r->group = ss->preserve_group;
 	r->rootfd = -1;
 	if (len == 0)
 		return qs_err_set(err, -EINVAL, "empty destination path");
@@ -400,18 +443,18 @@ int receiver_open(struct receiver *r, const struct net_ctl_sync_start *ss, struc
 	return 0;
 }
 
+/* Depth of a path, the root ("") shallowest of all, so deepest-first puts it last. */
+static long depth(const char *rel)
+{
+	long d = rel[0] ? 1 : 0;
+	for (; *rel; rel++)
+		d += *rel == '/';
+	return d;
+}
+
 static int depth_cmp(const void *a, const void *b)
 {
-	const struct rcv_dirfix *x = a, *y = b;
-	size_t dx = 0, dy = 0;
-	for (const char *p = x->rel; *p; p++)
-		dx += *p == '/';
-	for (const char *p = y->rel; *p; p++)
-		dy += *p == '/';
-	if (x->rel[0] == '\0')
-		return 1; /* the root last */
-	if (y->rel[0] == '\0')
-		return -1;
+	long dx = depth(((const struct rcv_dirfix *)a)->rel), dy = depth(((const struct rcv_dirfix *)b)->rel);
 	return dx < dy ? 1 : dx > dy ? -1 : 0;
 }
 
@@ -421,20 +464,52 @@ int receiver_finish(struct receiver *r, struct qs_err *err)
 	if (r->n_dirs > 1)
 		qsort(r->dirs, r->n_dirs, sizeof(*r->dirs), depth_cmp);
 	for (size_t i = 0; i < r->n_dirs; i++) {
-		struct net_stream_meta m = {0};
-		m.mode = r->dirs[i].m.mode;
-		m.mtime_ns = r->dirs[i].m.mtime_ns;
-		m.uid = r->dirs[i].m.uid;
-		m.gid = r->dirs[i].m.gid;
-		struct io_meta im = meta_for(r, &m, true);
+		const struct rcv_dirfix *d = &r->dirs[i];
+		struct io_meta im = meta_for(r, d->mode, d->mtime_ns, d->uid, d->gid);
+		im.set_mode = d->set_mode;
 		struct qs_err e = {0};
-		int rc = io_meta_apply_beneath(r->rootfd, r->dirs[i].rel, &im, &e);
+		int rc = io_meta_apply_beneath(r->rootfd, d->rel, &im, &e);
 		if (rc < 0 && first == 0) {
+			char qb[IO_QUOTE_MAX];
 			first = rc;
-			qs_err_set(err, rc, "cannot set attributes of \"%s\": %s", r->dirs[i].rel, e.msg);
+			qs_err_set(err, rc, "cannot set attributes of \"%s\": %s", qp(d->rel, qb), e.msg);
 		}
 	}
 	return first;
+}
+
+void receiver_flush_reports(struct receiver *r)
+{
+	if (r->n_reports == 0 && r->reports_dropped == 0)
+		return;
+	struct net_ctl_msg *m = malloc(sizeof(*m));
+	for (size_t i = 0; i < r->n_reports; i++) {
+		struct rcv_report *rep = &r->reports[i];
+		if (m && r->ctl) {
+			memset(m, 0, sizeof(*m));
+			m->type = NET_CTL_ERROR;
+			snprintf(m->u.error.file, sizeof(m->u.error.file), "%s", rep->file);
+			m->u.error.quic_stream_id = rep->sid;
+			snprintf(m->u.error.error_code, sizeof(m->u.error.error_code), "%s", rep->code);
+			snprintf(m->u.error.message, sizeof(m->u.error.message), "%s", rep->msg);
+			net_ctl_send(r->ctl, m, NULL);
+		}
+		free(rep->file);
+		free(rep->msg);
+	}
+	r->n_reports = 0;
+	if (r->reports_dropped && m && r->ctl) {
+		memset(m, 0, sizeof(*m));
+		m->type = NET_CTL_ERROR;
+		m->u.error.quic_stream_id = -1;
+		snprintf(m->u.error.file, sizeof(m->u.error.file), "*");
+		snprintf(m->u.error.error_code, sizeof(m->u.error.error_code), "MORE_ERRORS");
+		snprintf(m->u.error.message, sizeof(m->u.error.message),
+		         "%zu more refused entries not itemised", r->reports_dropped);
+		net_ctl_send(r->ctl, m, NULL);
+		r->reports_dropped = 0;
+	}
+	free(m);
 }
 
 void receiver_free(struct receiver *r)
@@ -443,6 +518,11 @@ void receiver_free(struct receiver *r)
 		free(r->dirs[i].rel);
 	free(r->dirs);
 	r->dirs = NULL;
+	for (size_t i = 0; i < r->n_reports; i++) {
+		free(r->reports[i].file);
+		free(r->reports[i].msg);
+	}
+	r->n_reports = 0;
 	r->n_dirs = r->cap_dirs = 0;
 	if (r->rootfd >= 0)
 		close(r->rootfd);

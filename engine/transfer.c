@@ -359,7 +359,8 @@ int engine_client_run(const struct engine_opts *o, struct engine_stats *st, stru
 	snprintf(m->u.sync_start.destination, sizeof(m->u.sync_start.destination), "%s", o->dest);
 	m->u.sync_start.preserve_permissions = o->perms;
 	m->u.sync_start.preserve_timestamps = o->times;
-	m->u.sync_start.preserve_owner = o->owner || o->group;
+	m->u.sync_start.preserve_owner = o->owner;
+	m->u.sync_start.preserve_group = o->group;
 	m->u.sync_start.recursive = o->recursive;
 	m->u.sync_start.single_file = snd.single_file;
 	if ((rc = net_ctl_send(cl.ctl, m, err)) < 0) {
@@ -384,7 +385,21 @@ int engine_client_run(const struct engine_opts *o, struct engine_stats *st, stru
 
 	/* the transfer */
 	t0 = engine_now_ns();
+	uint64_t moved_at = engine_now_ns(), moved_mark = 0;
 	while (!sender_done(&snd)) {
+		/* A peer that keeps QUIC alive but never finishes a stream must not hold us forever. */
+		uint64_t mark = st->bytes_sent + st->files_done + st->files_failed, now = engine_now_ns();
+		if (mark != moved_mark) {
+			moved_mark = mark;
+			moved_at = now;
+		} else if (net_quic_handshake_done(q) &&
+		           now - moved_at > (uint64_t)o->ctl_timeout_ms * 1000000ull) {
+			qs_err_set(err, -ETIMEDOUT,
+			           "no progress for %u s (the receiver stopped confirming files)",
+			           o->ctl_timeout_ms / 1000);
+			code = ENGINE_EXIT_TIMEOUT;
+			goto out;
+		}
 		if ((rc = poll_once(cl.ctl, q, 100, err)) < 0) {
 			code = rc == -ETIMEDOUT ? ENGINE_EXIT_TIMEOUT : ENGINE_EXIT_NET;
 			goto out;
@@ -483,6 +498,25 @@ out:
 
 /* ---- server (qsync --server) ---- */
 
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig)
+{
+	stop_signal = sig;
+}
+
+/* SIGTERM, SIGINT, SIGHUP end the receive loop cleanly: open temporaries are removed on the way out. */
+static void catch_stop_signals(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+}
+
 /* The local address sshd accepted us on, from SSH_CONNECTION ("cip cport sip sport"), so the QUIC port
  * listens where SSH does and nowhere else. Without it (local mode) loopback. */
 static void bind_addr(char *out, size_t cap)
@@ -511,6 +545,7 @@ int engine_server_run(int in_fd, int out_fd, int verbose, struct qs_err *err)
 	uint8_t psk[NET_QUIC_PSK_LEN];
 
 	signal(SIGPIPE, SIG_IGN);
+	catch_stop_signals();
 	if (!m)
 		return qs_err_set(err, -ENOMEM, "out of memory"), ENGINE_EXIT_START;
 	if (net_ctl_chan_fds(in_fd, out_fd, &c) < 0) {
@@ -596,7 +631,14 @@ int engine_server_run(int in_fd, int out_fd, int verbose, struct qs_err *err)
 	uint64_t expected = 0, deadline = 0;
 	bool completing = false, answered = false, bye = false;
 	while (!bye) {
+		if (stop_signal) {
+			qs_err_set(err, -EINTR, "stopped by signal %d; unfinished files removed",
+			           (int)stop_signal);
+			code = ENGINE_EXIT_SIGNAL;
+			goto out;
+		}
 		rc = poll_once(c, q, 200, err);
+		receiver_flush_reports(&r);
 		if (rc < 0 && !(rc == -ECONNABORTED && completing)) {
 			code = rc == -ETIMEDOUT ? ENGINE_EXIT_TIMEOUT : ENGINE_EXIT_NET;
 			goto out;

@@ -22,6 +22,13 @@
  * (printed safely: control bytes escaped) and the rule it broke. */
 int io_path_check(const char *p, size_t len, struct qs_err *err);
 
+#define IO_QUOTE_MAX 120
+
+/* Writes p[0..len) into out (size cap) safe to print: control bytes, DEL, invalid UTF-8, '"' and '\'
+ * become \xNN, so a hostile name can neither drive a terminal nor fake the quoting. Long paths end in
+ * "...". Returns out. */
+const char *io_path_quote(const char *p, size_t len, char *out, size_t cap);
+
 /* Opens rel (already checked) beneath the directory rootfd with openat2 RESOLVE_BENEATH |
  * RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS. flags/mode as openat. Returns an fd or negative errno
  * (-ELOOP/-EXDEV when a symlink or escape was refused). */

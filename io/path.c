@@ -12,7 +12,6 @@
 #include <unistd.h>
 
 #include "io/io.h"
-#include "io/io_int.h"
 
 /* openat2 returns EAGAIN when a concurrent rename raced the lookup; retry a bounded number of times. */
 #define IO_OPEN_RETRIES 64

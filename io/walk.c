@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include "io/io.h"
-#include "io/io_int.h"
 
 #define IO_WALK_NAMES_INIT 64
 

@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "io/io.h"
-#include "io/io_int.h"
 
 /* Attempts at an unused temporary name before giving up (each with a fresh random suffix). */
 #define IO_TMP_TRIES 100

@@ -792,6 +792,7 @@ static int parse_sync_start(struct pctx *p, struct net_ctl_sync_start *s)
 	if ((rc = get_bool(p, o, "preserve_permissions", &s->preserve_permissions)) < 0 ||
 	    (rc = get_bool(p, o, "preserve_timestamps", &s->preserve_timestamps)) < 0 ||
 	    (rc = get_bool(p, o, "preserve_owner", &s->preserve_owner)) < 0 ||
+	    (rc = get_bool(p, o, "preserve_group", &s->preserve_group)) < 0 ||
 	    (rc = get_bool(p, o, "recursive", &s->recursive)) < 0 ||
 	    (rc = get_bool(p, o, "single_file", &s->single_file)) < 0)
 		return rc;
@@ -1146,6 +1147,7 @@ ssize_t net_ctl_emit(const struct net_ctl_msg *m, char *buf, size_t cap)
 		jw_bool(&w, "preserve_permissions", s->preserve_permissions);
 		jw_bool(&w, "preserve_timestamps", s->preserve_timestamps);
 		jw_bool(&w, "preserve_owner", s->preserve_owner);
+		jw_bool(&w, "preserve_group", s->preserve_group);
 		jw_bool(&w, "recursive", s->recursive);
 		jw_bool(&w, "single_file", s->single_file);
 		jw_close(&w);

@@ -71,6 +71,7 @@ struct net_ctl_sync_start {
 	bool preserve_permissions;
 	bool preserve_timestamps;
 	bool preserve_owner;
+	bool preserve_group;
 	bool recursive;
 	bool single_file; /* the only entry is a regular file named by destination itself */
 };

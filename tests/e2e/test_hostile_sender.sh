@@ -49,4 +49,31 @@ check test -z "$(find "$work/dst" -name '.*.qs.*' -print -quit)"
 # the receiver's exit status says the transfer was partial (23)
 check grep -q 'ack_complete ok=1 failed=9' "$work/probe.out"
 check grep -q 'exit-status 23' "$work/probe.out"
+
+# A single-file destination: the one file lands under the destination's name; directory and root
+# entries, and any second entry, are refused, and the parent directory (the user's) is left alone.
+mkdir -p "$work/single/parent"
+chmod 0700 "$work/single/parent"
+touch -d "2020-01-01 00:00:00" "$work/single/parent"
+before=$(stat -c '%a %u %g' "$work/single/parent")
+"$QS_PROBE" -e "$QS_RSH" "$me@127.0.0.1" "$QSYNC_BIN" send1 "$work/single/parent/newname" \
+	"ok:a" "dir:evil/nested" "root:" "ok:b" >"$work/single.out" 2>/dev/null || true
+cat "$work/single.out"
+st1() { awk -v k="$1" -v p="$2" '$1=="case" && $2==k && $3==p {sub("status=","",$4); print $4}' "$work/single.out"; }
+# streams arrive in any order: exactly one of the two files is taken, the other refused
+check test "$(st1 ok a)$(st1 ok b)" = 04 -o "$(st1 ok a)$(st1 ok b)" = 40
+check test "$(st1 dir evil/nested)" = 4
+check grep -q '^case root  status=4' "$work/single.out"
+check test -f "$work/single/parent/newname"
+check test ! -e "$work/single/parent/evil"
+check test ! -e "$work/single/parent/a"
+check test "$(stat -c '%a %u %g' "$work/single/parent")" = "$before"   # (its mtime moves: a file was added)
+
+# Directory entries in an ordinary destination: a root entry sent twice is refused the second time.
+mkdir -p "$work/dirs"
+"$QS_PROBE" -e "$QS_RSH" "$me@127.0.0.1" "$QSYNC_BIN" send "$work/dirs" "root:" "root:" "dir:d" >"$work/dirs.out" 2>/dev/null || true
+check test "$(grep -c '^case root  status=0' "$work/dirs.out")" = 1
+check test "$(grep -c '^case root  status=4' "$work/dirs.out")" = 1
+check test -d "$work/dirs/d"
+
 exit $fail

@@ -88,4 +88,30 @@ check grep -q 'changed since it was scanned' "$work/race/err"
 check test ! -e "$work/race/dst/z/f"
 check test -z "$(grep -rl 'OUTSIDE SECRET' "$work/race/dst" 2>/dev/null)"
 
+# 9. The receiver stopped by SIGTERM in the middle of a file: it exits, the client reports failure,
+# and neither a temporary nor a partial file is left in the destination.
+mkdir -p "$work/sig/src"
+head -c $((400 * 1024 * 1024)) /dev/zero >"$work/sig/src/big"
+cat >"$work/sig/server.sh" <<SH
+#!/bin/sh
+echo \$\$ >"$work/sig/server.pid"
+exec "$QSYNC_BIN" "\$@"
+SH
+chmod +x "$work/sig/server.sh"
+set +e
+"$QSYNC_BIN" -a -q --streams 4 -e "$QS_RSH" --remote-path "$work/sig/server.sh" "$work/sig/src/" \
+	"$me@127.0.0.1:$work/sig/dst/" 2>"$work/sig/err" &
+client=$!
+for _ in $(seq 1 200); do   # until the temporary exists (at most 10 s)
+	[ -n "$(find "$work/sig/dst" -name '.big.qs.*' 2>/dev/null)" ] && break
+	sleep 0.05
+done
+kill -TERM "$(cat "$work/sig/server.pid")"
+wait "$client"
+rc=$?
+set -e
+check test "$rc" -ne 0
+check test -z "$(find "$work/sig/dst" -name '.*.qs.*' -print -quit)"
+check test ! -e "$work/sig/dst/big"
+
 exit $fail

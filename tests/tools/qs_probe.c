@@ -5,7 +5,9 @@
  *       handshake with a wrong secret (must be refused), then with the right one (must succeed)
  *   qs_probe -e RSH [user@]host REMOTE_QSYNC send DEST CASE...
  *       CASE is KIND:PATH, KIND one of ok (a good file), hash (wrong trailer), trunc (FIN inside the
- *       data), extra (bytes after the trailer), lie (size says 1 MiB, stream carries 10 bytes)
+ *       data), extra (bytes after the trailer), lie (size says 1 MiB, stream carries 10 bytes),
+ *       dir (a directory entry, mode 07777, owner 1234:1234), root (the root entry; PATH empty)
+ *   qs_probe ... send1 DEST CASE...    the same, with sync_start asking for a single-file destination
  * Prints one line per case: "case KIND PATH status=N msg=..." and, at the end, "ack_complete ok=N
  * failed=N" and "exit-status N" (the server's). Exit 0 when the conversation ran to its end. */
 #include <arpa/inet.h>
@@ -74,6 +76,11 @@ static void p_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 	}
 }
 
+static bool m_is_dir(const struct pcase *c)
+{
+	return strcmp(c->kind, "dir") == 0 || strcmp(c->kind, "root") == 0;
+}
+
 /* Builds the bytes of one hostile (or good) stream. */
 static int build_case(struct pcase *c, uint32_t id)
 {
@@ -90,12 +97,23 @@ static int build_case(struct pcase *c, uint32_t id)
 	memcpy(m->path, c->path, m->path_len + 1);
 	m->size = strcmp(c->kind, "lie") == 0 ? 1u << 20 : 10;
 	m->mode = 0100644;
+	if (strcmp(c->kind, "dir") == 0 || strcmp(c->kind, "root") == 0) {
+		m->flags = NET_STREAM_F_DIR | (c->kind[0] == 'r' ? NET_STREAM_F_ROOT : 0);
+		m->size = 0;
+		m->mode = 040000 | 07777;
+		m->uid = m->gid = 1234;
+	}
 	m->mtime_ns = 1000000000LL * 1600000000;
 	ssize_t n = net_stream_meta_encode(m, c->out, sizeof(c->out));
 	free(m);
 	if (n < 0)
 		return (int)n;
 	c->out_len = (size_t)n;
+	if (m_is_dir(c)) {
+		net_stream_trailer_encode(XXH3_64bits(NULL, 0), c->out + c->out_len);
+		c->out_len += NET_STREAM_TRAILER_LEN;
+		return 0;
+	}
 	size_t data_len = strcmp(c->kind, "trunc") == 0 ? 4 : 10;
 	memcpy(c->out + c->out_len, content, data_len);
 	c->out_len += data_len;
@@ -242,6 +260,9 @@ int main(int argc, char **argv)
 	m->u.sync_start.recursive = true;
 	m->u.sync_start.preserve_permissions = true;
 	m->u.sync_start.preserve_timestamps = true;
+	m->u.sync_start.preserve_owner = true;
+	m->u.sync_start.preserve_group = true;
+	m->u.sync_start.single_file = strcmp(mode, "send1") == 0;
 	net_ctl_send(ctl, m, &e);
 
 	struct net_quic_cfg qc;

@@ -148,11 +148,14 @@ static void test_round_trips(void)
 	m->u.sync_start.preserve_permissions = true;
 	m->u.sync_start.preserve_timestamps = true;
 	m->u.sync_start.preserve_owner = true;
+	m->u.sync_start.preserve_group = true;
 	m->u.sync_start.recursive = true;
 	m->u.sync_start.single_file = true;
 	ROUND_TRIP(m);
 	m->u.sync_start.preserve_owner = false;
 	m->u.sync_start.single_file = false;
+	ROUND_TRIP(m); /* group without owner */
+	m->u.sync_start.preserve_group = false;
 	memset(m->u.sync_start.source, 0, sizeof(m->u.sync_start.source));
 	ROUND_TRIP(m);
 	memset(m->u.sync_start.destination, 'd', NET_CTL_MAX_STR); /* the longest path that fits */
@@ -564,6 +567,7 @@ static void test_mistyped_fields(void)
 	    NULL);
 	CHECK_EQ(msg_a.u.sync_start.recursive, true);
 	CHECK_EQ(msg_a.u.sync_start.preserve_owner, false);
+	CHECK_EQ(msg_a.u.sync_start.preserve_group, false);
 
 	/* capabilities */
 	EXPECT_PARSE("{\"type\":\"hello\",\"version\":\"1.0\",\"capabilities\":\"quic-v1\"}", -EPROTO,

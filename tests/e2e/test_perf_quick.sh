@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Smoke test of the benchmark harness: `perf/run --quick` runs and writes well-formed output
+# (results.json, RESULTS.md, the PNG chart). It checks form only, never a timing.
+# Environment (from CTest): QSYNC_BIN, the qsync to use (perf/run does not rebuild it here).
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+: "${QSYNC_BIN:?QSYNC_BIN must name the qsync binary}"
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/qs-perf-quick.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+
+# the data is generated into the temp dir too, so the test leaves nothing in the source tree
+"$repo/perf/run" --quick --qsync "$QSYNC_BIN" --out "$tmp/out" --data-dir "$tmp/data" >"$tmp/log" 2>&1 || {
+	echo "FAIL: perf/run --quick exited $?"
+	tail -n 40 "$tmp/log"
+	exit 1
+}
+
+python3 - "$tmp/out" "$repo/perf" <<'PYEOF'
+import json, os, sys
+out, perf = sys.argv[1], sys.argv[2]
+sys.path.insert(0, perf)
+import bench
+fail = []
+with open(os.path.join(out, "results.json")) as f:
+    res = json.load(f)  # must parse
+scen = {s["name"] for s in res["scenarios"]}
+want = {"loopback/" + d for d in bench.DEFAULT_DATA}
+if scen != want:
+    fail.append("scenarios %s, expected %s" % (sorted(scen), sorted(want)))
+for s in sorted(want):
+    for t in bench.TOOLS:
+        modes = ["fresh"] + (["resync"] if t in bench.RESYNC_TOOLS else [])
+        for m in modes:
+            rows = [r for r in res["summary"] if r["scenario"] == s and r["tool"] == t and r["mode"] == m]
+            if len(rows) != 1:
+                fail.append("%s %s %s: %d summary rows" % (s, t, m, len(rows)))
+                continue
+            r = rows[0]
+            med = r.get("median_s")
+            if isinstance(med, (int, float)) and med > 0:
+                continue
+            if r.get("status") in ("n/a", "failed", "timeout", "incorrect") and r.get("reason"):
+                print("note: %s %s %s: %s: %s" % (s, t, m, r["status"], r["reason"][:120]))
+                continue
+            fail.append("%s %s %s: neither a median nor a reason: %r" % (s, t, m, r))
+    # the reference tool must have worked, or no ratio means anything
+    ok = [r for r in res["summary"] if r["scenario"] == s and r["tool"] == "rsync" and r.get("median_s")]
+    if not ok:
+        fail.append("%s: rsync has no result" % s)
+if len(res["runs"]) == 0:
+    fail.append("no runs recorded")
+with open(os.path.join(out, "RESULTS.md")) as f:
+    md = f.read()
+if "| tool | ok/runs | median s | min s | max s | MB/s | files/s |" not in md:
+    fail.append("RESULTS.md has no table header")
+for s in want:
+    if "### " + s not in md:
+        fail.append("RESULTS.md has no section for " + s)
+with open(os.path.join(out, "ratios.png"), "rb") as f:
+    if f.read(8) != b"\x89PNG\r\n\x1a\n":
+        fail.append("ratios.png is not a PNG")
+if fail:
+    print("FAIL:\n  " + "\n  ".join(fail))
+    sys.exit(1)
+print("ok: %d runs, %d summary rows" % (len(res["runs"]), len(res["summary"])))
+PYEOF
+# nothing the harness made may outlive it
+if ls /sys/fs/cgroup/*/qsperf-* >/dev/null 2>&1 || ls /sys/fs/cgroup/memory/*/*/qsperf-* >/dev/null 2>&1; then
+	echo "FAIL: cgroups left behind"
+	exit 1
+fi
+echo "PASS: perf/run --quick"
