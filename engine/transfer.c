@@ -491,6 +491,8 @@ out:
 	}
 	explicit_bzero(psk, sizeof(psk));
 	sender_free(&snd);
+	if (m)
+		explicit_bzero(m, sizeof(*m)); /* it may have carried the secret */
 	free(m);
 	engine_emit(o, ENGINE_EV_SUMMARY, NULL, NULL, st);
 	return code;
@@ -701,6 +703,8 @@ out:
 	int ignored_status;
 	net_ctl_chan_finish(c, &ignored_status);
 	explicit_bzero(psk, sizeof(psk));
+	if (m)
+		explicit_bzero(m, sizeof(*m)); /* it may have carried the secret */
 	free(m);
 	return code;
 }

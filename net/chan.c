@@ -142,6 +142,7 @@ static int take_line(struct net_ctl_chan *c, struct net_ctl_msg *m, struct qs_er
 	explicit_bzero(c->in, used);
 	memmove(c->in, c->in + used, c->in_len - used);
 	c->in_len -= used;
+	explicit_bzero(c->in + c->in_len, used); /* the moved bytes' old copy may hold a later secret */
 	c->in_scan = 0;
 	if (rc == -ENOMSG)
 		return qs_err_set(err, rc, "%s", perr.msg);
