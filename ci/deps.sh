@@ -8,7 +8,7 @@ PKGS=(
   libssh-dev libngtcp2-dev libngtcp2-crypto-gnutls-dev libgnutls28-dev
   liburing-dev libjsmn-dev libhwloc-dev libxxhash-dev
   openssh-server openssh-client rsync xxhash
-  python3 iproute2 nftables
+  python3 iproute2 iputils-ping nftables
   hyperfine iperf3 gnuplot-nox time
 )
 

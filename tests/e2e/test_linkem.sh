@@ -40,6 +40,15 @@ net_up() {
 	[ -n "${QS_LINKEM_PID:-}" ] && made_pids+=("$QS_LINKEM_PID")
 	return 0
 }
+# Stops the network; a wan emulator must have exited cleanly (under ASan: no leak, no error).
+net_down() {
+	local kind=$QS_NET_KIND
+	qs_net_down
+	if [ "$kind" = wan ]; then
+		if [ "${QS_LINKEM_RC:-none}" = 0 ]; then pass "qs_linkem exited cleanly"; else
+			failed "qs_linkem exit status ${QS_LINKEM_RC:-none}"; fi
+	fi
+}
 # lk_stat DIR FIELD: one counter from the emulator's stats file.
 lk_stat() {
 	python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]][sys.argv[3]])' \
@@ -62,7 +71,7 @@ ping_counts() {
 if net_up lan; then
 	check qs_in_a ping -c 3 -i 0.1 -W 2 -q "$QS_IP_B"
 	check qs_in_b ping -c 3 -i 0.1 -W 2 -q "$QS_IP_A"
-	qs_net_down
+	net_down
 else
 	failed "qs_net_up lan"
 fi
@@ -77,7 +86,7 @@ if net_up wan 25 0 0 0; then
 			else print (v[NR / 2] + v[NR / 2 + 1]) / 2}')
 	echo "  median RTT over $(grep -c 'time=' "$work/ping_delay.txt") replies: $median ms"
 	check awk -v m="$median" 'BEGIN {exit !(m != "none" && m >= 45 && m <= 55)}'
-	qs_net_down
+	net_down
 else
 	failed "qs_net_up wan 25"
 fi
@@ -87,7 +96,7 @@ fi
 # makes the run repeatable). The counters must agree: what ping lost is what the emulator dropped.
 if net_up wan 0 10 0 0; then
 	qs_in_a timeout 20 ping -c 1000 -i 0.005 -W 1 -q "$QS_IP_B" >"$work/ping_loss.txt" || true
-	qs_net_down
+	net_down
 	read -r tx rx < <(ping_counts "$work/ping_loss.txt") || true
 	tx=${tx:-0} rx=${rx:-0}
 	echo "  ping: $tx sent, $rx received"
@@ -118,7 +127,7 @@ if net_up wan 5 0 50 0; then
 	qs_in_a timeout 20 iperf3 -c "$QS_IP_B" -p 5201 -t 3 -J >"$work/iperf.json" 2>&1 || true
 	kill "$srv" 2>/dev/null || true
 	wait "$srv" 2>/dev/null || true
-	qs_net_down
+	net_down
 	mbit=$(python3 -c 'import json,sys; print("%.1f" % (json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"] / 1e6))' \
 		"$work/iperf.json" 2>/dev/null || echo 0)
 	echo "  iperf3 TCP through a 50 Mbit/s cap: $mbit Mbit/s (queue drops: $(lk_stat a2b drop_queue))"
@@ -132,7 +141,7 @@ fi
 # Only requests are corrupted: ping reads a corrupted reply's timestamp and can lose its way.
 if QS_LINKEM_ARGS="--dup 20 --a2b-corrupt 10 --reorder 20" net_up wan 2 0 0 0; then
 	qs_in_a timeout 20 ping -c 300 -i 0.005 -W 1 -w 10 "$QS_IP_B" >"$work/ping_misc.txt" || true
-	qs_net_down
+	net_down
 	in_ab=$(lk_stat a2b pkts_in) out_ab=$(lk_stat a2b pkts_out) corrupted=$(lk_stat a2b corrupted)
 	check within_sd "$(lk_stat a2b duplicated)" "$in_ab" 0.20 4
 	check within_sd "$corrupted" "$in_ab" 0.10 4
