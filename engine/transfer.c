@@ -519,20 +519,36 @@ static void catch_stop_signals(void)
 	sigaction(SIGHUP, &sa, NULL);
 }
 
-/* The local address sshd accepted us on, from SSH_CONNECTION ("cip cport sip sport"), so the QUIC port
- * listens where SSH does and nowhere else. Without it (local mode) loopback. */
-static void bind_addr(char *out, size_t cap)
+/* From SSH_CONNECTION ("cip cport sip sport"): the local address sshd accepted us on, so the QUIC port
+ * listens where SSH does and nowhere else, and the client's address, the only one allowed to dial it.
+ * Without it (local mode) loopback for both. */
+static void bind_addr(char *out, size_t cap, struct sockaddr_storage *client, socklen_t *clientlen)
 {
 	const char *sc = getenv("SSH_CONNECTION");
 	char a[64], b[64], c[64], d[64];
+	struct sockaddr_in *v4 = (struct sockaddr_in *)client;
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)client;
+	memset(client, 0, sizeof(*client));
 	if (sc && sscanf(sc, "%63s %63s %63s %63s", a, b, c, d) == 4) {
 		struct in6_addr tmp;
 		if (inet_pton(AF_INET, c, &tmp) == 1 || inet_pton(AF_INET6, c, &tmp) == 1) {
 			snprintf(out, cap, "%s", c);
+			if (inet_pton(AF_INET, a, &v4->sin_addr) == 1) {
+				v4->sin_family = AF_INET;
+				*clientlen = sizeof(*v4);
+			} else if (inet_pton(AF_INET6, a, &v6->sin6_addr) == 1) {
+				v6->sin6_family = AF_INET6;
+				*clientlen = sizeof(*v6);
+			} else {
+				*clientlen = 0;
+			}
 			return;
 		}
 	}
 	snprintf(out, cap, "127.0.0.1");
+	v4->sin_family = AF_INET;
+	v4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	*clientlen = sizeof(*v4);
 }
 
 int engine_server_run(int in_fd, int out_fd, int verbose, struct qs_err *err)
@@ -596,9 +612,14 @@ int engine_server_run(int in_fd, int out_fd, int verbose, struct qs_err *err)
 	cb.ctx = &r;
 	char ip[64];
 	uint16_t port = 0;
-	bind_addr(ip, sizeof(ip));
+	struct sockaddr_storage client;
+	socklen_t clientlen = 0;
+	bind_addr(ip, sizeof(ip), &client, &clientlen);
 	rc = net_quic_server_new(ip, &port, conn_id, psk, &qc, &cb, &q, err);
 	explicit_bzero(psk, sizeof(psk));
+	/* Only the host that reached us over SSH may start the QUIC handshake. */
+	if (rc == 0 && clientlen > 0)
+		net_quic_server_allow(q, (struct sockaddr *)&client, clientlen);
 	if (rc < 0) {
 		send_error(c, "QUIC_UNAVAILABLE", err->msg);
 		code = ENGINE_EXIT_NET;

@@ -43,12 +43,15 @@
 #define HTAB_MIN       256u
 #define APP_ERR_GONE   ECONNABORTED /* app_error given to closed() when the connection goes away */
 #define CLOSE_WAIT_MS  200          /* how long net_quic_close waits for room to send CONNECTION_CLOSE */
+#define REJ_MEMORY     16           /* refused attempts whose retransmitted Initials are still recognised */
 
 _Static_assert(TX_SLOT >= TX_PAYLOAD_MAX && TX_SLOT >= NGTCP2_MAX_UDP_PAYLOAD_SIZE, "tx slot too small");
 
 static const char priority[] = "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:"
                                "+CHACHA20-POLY1305:-KX-ALL:+ECDHE-PSK:+DHE-PSK:%DISABLE_TLS13_COMPAT_MODE";
 
+/* ST_LISTEN: server without a connection (handshake attempts may be in progress); ST_HANDSHAKE: client
+ * before completion; ST_OPEN: the connection is up; ST_DEAD: over. */
 enum { ST_LISTEN, ST_HANDSHAKE, ST_OPEN, ST_DEAD };
 
 struct chunk {
@@ -73,30 +76,56 @@ struct qstream {
 	    closed : 1, pending_reset : 1;
 };
 
+/* One ngtcp2 connection with its TLS session and peer: the client's connection, or one of the server's
+ * handshake attempts (the one that completes first becomes the server's connection). */
+struct qconn {
+	struct net_quic *q;
+	ngtcp2_conn *conn;
+	gnutls_session_t tls;
+	ngtcp2_crypto_conn_ref ref; /* the TLS session's pointer: ngtcp2's crypto helper and psk_server_cb */
+	struct sockaddr_storage peer;
+	socklen_t peerlen;
+	ngtcp2_cid odcid;  /* server: DCID of the client's first Initial */
+	ngtcp2_cid scid;   /* server: our SCID, the client's DCID once it has heard from us */
+	uint64_t seq;      /* server: order of opening (eviction takes the oldest) */
+	uint64_t deadline; /* server: dropped then unless its handshake completed */
+	int used;
+	int hs_done;
+	int alpn_bad;
+};
+
 struct net_quic {
 	int fd;
 	int server;
 	int gso; /* UDP GSO usable (cleared on the first refusal) */
 	int st;
-	int hs_done;
-	int alpn_bad;
+	int hs_done;                   /* the connection's handshake is complete */
 	int dead;                      /* negative errno once the connection is over */
 	char dead_msg[QS_ERR_MSG_MAX]; /* words for dead */
-	ngtcp2_conn *conn;
-	gnutls_session_t tls;
+	struct qconn *c;               /* the connection: client's, or the accepted attempt; else NULL */
+	ngtcp2_conn *conn;             /* c->conn (owned by c), NULL while the server has no connection */
+	struct qconn *txto;            /* server: the peer tx[] is for */
+	struct qconn att[NET_QUIC_MAX_PENDING]; /* server: handshake attempts; client: att[0] */
 	gnutls_psk_client_credentials_t ccred;
 	gnutls_psk_server_credentials_t scred;
-	ngtcp2_crypto_conn_ref ref;
 	struct net_quic_cfg cfg;
 	struct net_quic_cb cb;
 	char id[ID_MAX + 1];
 	size_t idlen;
 	uint8_t psk[NET_QUIC_PSK_LEN];
-	struct sockaddr_storage local, peer;
-	socklen_t locallen, peerlen;
+	int secret_gone; /* psk wiped and credentials freed: no handshake can use the secret any more */
+	struct sockaddr_storage local;
+	socklen_t locallen;
+	int allow_set; /* net_quic_server_allow: only this source IP (IPv4 as ::ffff:a.b.c.d) */
+	struct in6_addr allow;
 	unsigned rejected;
-	uint8_t rej_dcid[NGTCP2_MAX_CIDLEN]; /* original DCID of the last rejected attempt: its retransmits */
-	size_t rej_dcidlen;
+	uint64_t nopened; /* attempts opened so far: the next seq */
+	struct {
+		ngtcp2_cid
+		    dcid; /* original DCID and address of a refused attempt: its retransmits are not new */
+		struct sockaddr_storage addr;
+	} rej[REJ_MEMORY];
+	unsigned rejnext;
 	/* streams */
 	struct qstream **htab;
 	size_t hcap, nstreams;
@@ -453,7 +482,18 @@ static size_t stream_vecs(struct qstream *s, ngtcp2_vec *v, size_t max)
 
 static ngtcp2_conn *get_conn(ngtcp2_crypto_conn_ref *ref)
 {
-	return ((struct net_quic *)ref->user_data)->conn;
+	return ((struct qconn *)ref->user_data)->conn;
+}
+
+/* The attempt (or the client's connection) conn belongs to. */
+static struct qconn *qconn_of(struct net_quic *q, const ngtcp2_conn *conn)
+{
+	size_t i;
+
+	for (i = 0; i < NET_QUIC_MAX_PENDING; i++)
+		if (q->att[i].used && q->att[i].conn == conn)
+			return &q->att[i];
+	return NULL;
 }
 
 static void rand_cb(uint8_t *dest, size_t len, const ngtcp2_rand_ctx *ctx)
@@ -473,17 +513,25 @@ static int new_cid_cb(ngtcp2_conn *conn, ngtcp2_cid *cid, uint8_t *token, size_t
 	return 0;
 }
 
+/* The handshake proved the secret. On the server this attempt becomes the connection here, inside
+ * ngtcp2_conn_read_pkt, so that stream frames coalesced behind the client's Finished find it; the other
+ * attempts are dropped and the secret forgotten once the call returns (conn_read). */
 static int handshake_completed_cb(ngtcp2_conn *conn, void *ud)
 {
 	struct net_quic *q = ud;
+	struct qconn *a = qconn_of(q, conn);
 	gnutls_datum_t alpn;
 
-	(void)conn;
-	if (gnutls_alpn_get_selected_protocol(q->tls, &alpn) != 0 || alpn.size != strlen(NET_QUIC_ALPN) ||
+	if (!a || (q->c && q->c != a))
+		return NGTCP2_ERR_CALLBACK_FAILURE; /* never: one connection per server object */
+	if (gnutls_alpn_get_selected_protocol(a->tls, &alpn) != 0 || alpn.size != strlen(NET_QUIC_ALPN) ||
 	    memcmp(alpn.data, NET_QUIC_ALPN, alpn.size) != 0) {
-		q->alpn_bad = 1;
+		a->alpn_bad = 1;
 		return NGTCP2_ERR_CALLBACK_FAILURE;
 	}
+	a->hs_done = 1;
+	q->c = a;
+	q->conn = conn;
 	q->hs_done = 1;
 	return 0;
 }
@@ -660,14 +708,42 @@ static void fill_params(const struct net_quic *q, ngtcp2_transport_params *p)
 static int psk_server_cb(gnutls_session_t session, const gnutls_datum_t *username, gnutls_datum_t *key)
 {
 	ngtcp2_crypto_conn_ref *ref = gnutls_session_get_ptr(session);
-	struct net_quic *q = ref->user_data;
+	struct net_quic *q = ((struct qconn *)ref->user_data)->q;
 
+	/* once a connection is accepted the secret is gone and nobody gets a key */
+	if (q->secret_gone)
+		return -1;
 	/* the identity is not secret; the key is, and only the right identity gets it */
 	if (username->size != q->idlen || memcmp(username->data, q->id, q->idlen) != 0)
 		return -1;
 	key->data = gnutls_malloc(NET_QUIC_PSK_LEN);
 	if (!key->data)
 		return -1;
+	memcpy(key->data, q->psk, NET_QUIC_PSK_LEN);
+	key->size = NET_QUIC_PSK_LEN;
+	return 0;
+}
+
+/* The client hands GnuTLS a copy per handshake instead of storing the key in the credentials: GnuTLS
+ * 3.7 frees credentials without wiping them, while this copy ends in the session's binder state, which
+ * it wipes when the handshake ends. */
+static int psk_client_cb(gnutls_session_t session, gnutls_datum_t *username, gnutls_datum_t *key)
+{
+	ngtcp2_crypto_conn_ref *ref = gnutls_session_get_ptr(session);
+	struct net_quic *q = ((struct qconn *)ref->user_data)->q;
+
+	if (q->secret_gone)
+		return -1;
+	username->data = gnutls_malloc(q->idlen + 1);
+	key->data = gnutls_malloc(NET_QUIC_PSK_LEN);
+	if (!username->data || !key->data) {
+		gnutls_free(username->data);
+		gnutls_free(key->data);
+		username->data = key->data = NULL;
+		return -1;
+	}
+	memcpy(username->data, q->id, q->idlen + 1);
+	username->size = (unsigned)q->idlen;
 	memcpy(key->data, q->psk, NET_QUIC_PSK_LEN);
 	key->size = NET_QUIC_PSK_LEN;
 	return 0;
@@ -688,34 +764,38 @@ static int alpn_check_hook(gnutls_session_t session, unsigned htype, unsigned wh
 	return 0;
 }
 
-static int tls_session_new(struct net_quic *q, struct qs_err *err)
+/* A TLS session for a (caller frees a->tls on failure). */
+static int tls_session_new(struct net_quic *q, struct qconn *a, struct qs_err *err)
 {
 	const gnutls_datum_t alpn = {(unsigned char *)NET_QUIC_ALPN, (unsigned)strlen(NET_QUIC_ALPN)};
 	unsigned flags = (q->server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_NO_TICKETS;
 	int rv;
 
-	rv = gnutls_init(&q->tls, flags);
+	a->q = q;
+	a->ref.get_conn = get_conn;
+	a->ref.user_data = a;
+	rv = gnutls_init(&a->tls, flags);
 	if (rv < 0) {
-		q->tls = NULL;
+		a->tls = NULL;
 		return qs_err_set(err, -ENOMEM, "gnutls_init: %s", gnutls_strerror(rv));
 	}
-	rv = q->server ? ngtcp2_crypto_gnutls_configure_server_session(q->tls)
-	               : ngtcp2_crypto_gnutls_configure_client_session(q->tls);
+	rv = q->server ? ngtcp2_crypto_gnutls_configure_server_session(a->tls)
+	               : ngtcp2_crypto_gnutls_configure_client_session(a->tls);
 	if (rv != 0)
 		return qs_err_set(err, -EPROTO, "ngtcp2_crypto_gnutls_configure_session failed");
-	rv = gnutls_priority_set_direct(q->tls, priority, NULL);
+	rv = gnutls_priority_set_direct(a->tls, priority, NULL);
 	if (rv < 0)
 		return qs_err_set(err, -EPROTO, "gnutls_priority_set_direct: %s", gnutls_strerror(rv));
-	rv = gnutls_credentials_set(q->tls, GNUTLS_CRD_PSK, q->server ? (void *)q->scred : (void *)q->ccred);
+	rv = gnutls_credentials_set(a->tls, GNUTLS_CRD_PSK, q->server ? (void *)q->scred : (void *)q->ccred);
 	if (rv < 0)
 		return qs_err_set(err, -EPROTO, "gnutls_credentials_set: %s", gnutls_strerror(rv));
-	rv = gnutls_alpn_set_protocols(q->tls, &alpn, 1, GNUTLS_ALPN_MANDATORY);
+	rv = gnutls_alpn_set_protocols(a->tls, &alpn, 1, GNUTLS_ALPN_MANDATORY);
 	if (rv < 0)
 		return qs_err_set(err, -EPROTO, "gnutls_alpn_set_protocols: %s", gnutls_strerror(rv));
 	if (q->server)
-		gnutls_handshake_set_hook_function(q->tls, GNUTLS_HANDSHAKE_CLIENT_HELLO, GNUTLS_HOOK_POST,
+		gnutls_handshake_set_hook_function(a->tls, GNUTLS_HANDSHAKE_CLIENT_HELLO, GNUTLS_HOOK_POST,
 		                                   alpn_check_hook);
-	gnutls_session_set_ptr(q->tls, &q->ref);
+	gnutls_session_set_ptr(a->tls, &a->ref);
 	return 0;
 }
 
@@ -749,6 +829,34 @@ static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_st
 		return x->sin6_port == y->sin6_port && !memcmp(&x->sin6_addr, &y->sin6_addr, 16);
 	}
 	return false;
+}
+
+/* The IP of sa as IPv6 (IPv4 as ::ffff:a.b.c.d). False for other families or a short len. */
+static bool ip_of(const struct sockaddr *sa, socklen_t len, struct in6_addr *ip)
+{
+	if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+		const struct sockaddr_in *a4 = (const void *)sa;
+		memset(ip, 0, sizeof(*ip));
+		ip->s6_addr[10] = 0xff;
+		ip->s6_addr[11] = 0xff;
+		memcpy(&ip->s6_addr[12], &a4->sin_addr, 4);
+		return true;
+	}
+	if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+		*ip = ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+		return true;
+	}
+	return false;
+}
+
+/* net_quic_server_allow's filter: may a datagram from src be looked at? */
+static bool src_allowed(const struct net_quic *q, const struct sockaddr_storage *src, socklen_t srclen)
+{
+	struct in6_addr ip;
+
+	if (!q->allow_set)
+		return true;
+	return ip_of((const struct sockaddr *)src, srclen, &ip) && !memcmp(&ip, &q->allow, sizeof(ip));
 }
 
 static void make_path(struct net_quic *q, ngtcp2_path *path, struct sockaddr_storage *remote, socklen_t rlen)
@@ -791,8 +899,8 @@ static int tx_flush(struct net_quic *q)
 			h->msg_iov = &iov[first - q->txdone];
 			h->msg_iovlen = i - first;
 			if (q->server) {
-				h->msg_name = &q->peer;
-				h->msg_namelen = q->peerlen;
+				h->msg_name = &q->txto->peer;
+				h->msg_namelen = q->txto->peerlen;
 			}
 			if (i - first > 1) {
 				struct cmsghdr *c;
@@ -827,6 +935,16 @@ static int tx_flush(struct net_quic *q)
 	return 0;
 }
 
+/* Server: what tx[] holds goes to a. Packets still queued for another peer are dropped (QUIC resends
+ * lost packets; this happens only between handshake attempts, whose flights are small). */
+static void tx_to(struct net_quic *q, struct qconn *a)
+{
+	if (q->txto != a) {
+		q->ntx = q->txdone = 0;
+		q->txto = a;
+	}
+}
+
 /* ---- connection failure ---- */
 
 static void describe_close(const ngtcp2_connection_close_error *ce, char *buf, size_t len)
@@ -842,27 +960,29 @@ static void describe_close(const ngtcp2_connection_close_error *ce, char *buf, s
 	}
 }
 
-/* Writes CONNECTION_CLOSE for the local error liberr (best effort, never blocks). */
-static void send_close(struct net_quic *q, int liberr, uint64_t ts)
+/* Writes CONNECTION_CLOSE on a for the local error liberr (best effort, never blocks). */
+static void send_close(struct net_quic *q, struct qconn *a, int liberr, uint64_t ts)
 {
 	ngtcp2_connection_close_error ce;
 	ngtcp2_path_storage ps;
 	ngtcp2_pkt_info pi;
 	ngtcp2_ssize n;
 
-	if (!q->conn || ngtcp2_conn_is_in_closing_period(q->conn) ||
-	    ngtcp2_conn_is_in_draining_period(q->conn))
+	if (!a || !a->conn || ngtcp2_conn_is_in_closing_period(a->conn) ||
+	    ngtcp2_conn_is_in_draining_period(a->conn))
 		return;
 	ngtcp2_connection_close_error_default(&ce);
 	if (liberr == NGTCP2_ERR_CRYPTO)
 		ngtcp2_connection_close_error_set_transport_error_tls_alert(
-		    &ce, ngtcp2_conn_get_tls_alert(q->conn), NULL, 0);
+		    &ce, ngtcp2_conn_get_tls_alert(a->conn), NULL, 0);
 	else if (liberr)
 		ngtcp2_connection_close_error_set_transport_error_liberr(&ce, liberr, NULL, 0);
+	if (q->server)
+		tx_to(q, a);
 	if (q->ntx == TX_BATCH && tx_flush(q) < 0)
 		q->ntx = q->txdone = 0; /* the close matters more than what could not leave */
 	ngtcp2_path_storage_zero(&ps);
-	n = ngtcp2_conn_write_connection_close(q->conn, &ps.path, &pi, q->tx[q->ntx], TX_SLOT, &ce, ts);
+	n = ngtcp2_conn_write_connection_close(a->conn, &ps.path, &pi, q->tx[q->ntx], TX_SLOT, &ce, ts);
 	if (n > 0) {
 		q->txlen[q->ntx++] = (size_t)n;
 		(void)tx_flush(q);
@@ -915,18 +1035,18 @@ static int conn_fail(struct net_quic *q, int liberr, uint64_t ts)
 	case NGTCP2_ERR_CRYPTO: {
 		uint8_t alert = ngtcp2_conn_get_tls_alert(q->conn);
 		const char *a = gnutls_alert_get_strname((gnutls_alert_description_t)alert);
-		send_close(q, liberr, ts);
+		send_close(q, q->c, liberr, ts);
 		if (refused)
 			return conn_dead(q, -ECONNREFUSED, "QUIC handshake refused: TLS failure (alert %s)",
 			                 a ? a : "unknown");
 		return conn_dead(q, -EPROTO, "QUIC TLS failure (alert %s)", a ? a : "unknown");
 	}
 	case NGTCP2_ERR_NOMEM:
-		send_close(q, liberr, ts);
+		send_close(q, q->c, liberr, ts);
 		return conn_dead(q, -ENOMEM, "QUIC: out of memory");
 	default:
-		send_close(q, liberr, ts);
-		if (q->alpn_bad)
+		send_close(q, q->c, liberr, ts);
+		if (q->c && q->c->alpn_bad)
 			return conn_dead(q, -ECONNREFUSED,
 			                 "QUIC handshake refused: the server did not select ALPN %s",
 			                 NET_QUIC_ALPN);
@@ -937,61 +1057,96 @@ static int conn_fail(struct net_quic *q, int liberr, uint64_t ts)
 	}
 }
 
-/* ---- server: per-attempt connection state ---- */
+/* ---- server: handshake attempts side by side ---- */
 
-static void conn_drop(struct net_quic *q)
+/* Forgets a (no CONNECTION_CLOSE). */
+static void attempt_free(struct net_quic *q, struct qconn *a)
 {
-	drop_all_streams(q);
-	if (q->conn) {
-		ngtcp2_conn_del(q->conn);
-		q->conn = NULL;
+	if (a->conn)
+		ngtcp2_conn_del(a->conn);
+	if (a->tls)
+		gnutls_deinit(a->tls);
+	if (q->txto == a) {
+		q->ntx = q->txdone = 0;
+		q->txto = NULL;
 	}
-	if (q->tls) {
-		gnutls_deinit(q->tls);
-		q->tls = NULL;
-	}
-	q->hs_done = 0;
-	q->alpn_bad = 0;
+	memset(a, 0, sizeof(*a));
 }
 
-/* A handshake that failed: tell the client (so it fails fast), forget it, listen again. */
-static void server_reject(struct net_quic *q, int liberr, uint64_t ts)
+static bool cid_is(const ngtcp2_cid *cid, const uint8_t *data, size_t len)
 {
-	const ngtcp2_cid *odcid;
+	return cid->datalen == len && len > 0 && !memcmp(cid->data, data, len);
+}
 
+/* Keyed by address too: anyone can build an Initial for a DCID they have seen (Initial keys derive from
+ * it), and a forged one refused from elsewhere must not shut out the client that owns the DCID. */
+static bool refused_before(const struct net_quic *q, const ngtcp2_cid *dcid,
+                           const struct sockaddr_storage *src)
+{
+	size_t i;
+
+	for (i = 0; i < REJ_MEMORY; i++)
+		if (cid_is(&q->rej[i].dcid, dcid->data, dcid->datalen) && same_addr(&q->rej[i].addr, src))
+			return true;
+	return false;
+}
+
+/* A handshake that failed (wrong secret, garbage, its own timeout): tell the client when it can use the
+ * news (so it fails fast), remember its original DCID so retransmits do not count again, drop it. */
+static void attempt_reject(struct net_quic *q, struct qconn *a, int liberr, uint64_t ts)
+{
 	if (liberr != NGTCP2_ERR_DROP_CONN && liberr != NGTCP2_ERR_DRAINING && liberr != NGTCP2_ERR_RETRY &&
 	    liberr != NGTCP2_ERR_HANDSHAKE_TIMEOUT && liberr != NGTCP2_ERR_IDLE_CLOSE)
-		send_close(q, liberr, ts);
-	odcid = ngtcp2_conn_get_client_initial_dcid(q->conn);
-	q->rej_dcidlen = odcid->datalen;
-	memcpy(q->rej_dcid, odcid->data, odcid->datalen);
-	conn_drop(q);
-	q->ntx = q->txdone = 0;
+		send_close(q, a, liberr, ts);
+	q->rej[q->rejnext].dcid = a->odcid;
+	q->rej[q->rejnext].addr = a->peer;
+	q->rejnext = (q->rejnext + 1) % REJ_MEMORY;
+	attempt_free(q, a);
 	q->rejected++;
-	q->st = ST_LISTEN;
 }
 
-static int server_accept(struct net_quic *q, const uint8_t *pkt, size_t len,
-                         const struct sockaddr_storage *src, socklen_t srclen, uint64_t ts)
+/* Opens an attempt for a valid client Initial. When every slot is busy the oldest attempt is evicted
+ * (counted, not remembered: a client evicted early may come back with a retransmitted Initial), so a
+ * stream of Initials from others cannot keep the right client out for longer than it keeps up. */
+static struct qconn *attempt_open(struct net_quic *q, const uint8_t *pkt, size_t len,
+                                  const struct sockaddr_storage *src, socklen_t srclen, uint64_t ts)
 {
 	ngtcp2_callbacks cbs;
 	ngtcp2_settings st;
 	ngtcp2_transport_params params;
 	ngtcp2_pkt_hd hd;
-	ngtcp2_cid scid;
 	ngtcp2_path path;
+	struct qconn *a = NULL;
+	size_t i;
 	int rv;
 
 	if (ngtcp2_accept(&hd, pkt, len) != 0 || hd.type != NGTCP2_PKT_INITIAL)
-		return -EINVAL;
-	if (hd.dcid.datalen == q->rej_dcidlen && !memcmp(hd.dcid.data, q->rej_dcid, q->rej_dcidlen))
-		return -EINVAL; /* a retransmission of the attempt we just refused */
-	memcpy(&q->peer, src, srclen);
-	q->peerlen = srclen;
-	if (tls_session_new(q, NULL) < 0)
+		return NULL;
+	if (refused_before(q, &hd.dcid, src))
+		return NULL; /* a retransmission of an attempt we refused */
+	for (i = 0; i < NET_QUIC_MAX_PENDING; i++) {
+		struct qconn *b = &q->att[i];
+		if (!b->used) {
+			a = b;
+			break;
+		}
+		if (!a || b->seq < a->seq)
+			a = b;
+	}
+	if (a->used) {
+		attempt_free(q, a);
+		q->rejected++;
+	}
+	a->used = 1;
+	memcpy(&a->peer, src, srclen);
+	a->peerlen = srclen;
+	a->odcid = hd.dcid;
+	a->seq = q->nopened++;
+	a->deadline = ts + (uint64_t)q->cfg.handshake_timeout_ms * NGTCP2_MILLISECONDS;
+	if (tls_session_new(q, a, NULL) < 0)
 		goto fail;
-	scid.datalen = SCID_LEN;
-	if (gnutls_rnd(GNUTLS_RND_NONCE, scid.data, SCID_LEN) != 0)
+	a->scid.datalen = SCID_LEN;
+	if (gnutls_rnd(GNUTLS_RND_NONCE, a->scid.data, SCID_LEN) != 0)
 		goto fail;
 	fill_callbacks(&cbs, 1);
 	fill_settings(q, &st, ts);
@@ -1001,55 +1156,170 @@ static int server_accept(struct net_quic *q, const uint8_t *pkt, size_t len,
 	if (gnutls_rnd(GNUTLS_RND_RANDOM, params.stateless_reset_token,
 	               sizeof(params.stateless_reset_token)) != 0)
 		goto fail;
-	make_path(q, &path, &q->peer, q->peerlen);
-	rv =
-	    ngtcp2_conn_server_new(&q->conn, &hd.scid, &scid, &path, hd.version, &cbs, &st, &params, NULL, q);
+	make_path(q, &path, &a->peer, a->peerlen);
+	rv = ngtcp2_conn_server_new(&a->conn, &hd.scid, &a->scid, &path, hd.version, &cbs, &st, &params, NULL,
+	                            q);
 	if (rv != 0) {
-		q->conn = NULL;
+		a->conn = NULL;
 		goto fail;
 	}
-	ngtcp2_conn_set_tls_native_handle(q->conn, q->tls);
-	q->st = ST_HANDSHAKE;
-	return 0;
+	ngtcp2_conn_set_tls_native_handle(a->conn, a->tls);
+	return a;
 fail:
-	conn_drop(q);
-	return -ENOMEM;
+	attempt_free(q, a);
+	return NULL;
+}
+
+/* Sends what every attempt has to send; an attempt whose packet assembly fails is refused. */
+static void attempts_send(struct net_quic *q, uint64_t ts)
+{
+	size_t i;
+
+	for (i = 0; i < NET_QUIC_MAX_PENDING; i++) {
+		struct qconn *a = &q->att[i];
+		ngtcp2_path_storage ps;
+		ngtcp2_pkt_info pi;
+		unsigned npkt;
+
+		if (!a->used || ngtcp2_conn_is_in_closing_period(a->conn) ||
+		    ngtcp2_conn_is_in_draining_period(a->conn))
+			continue;
+		tx_to(q, a);
+		ngtcp2_path_storage_zero(&ps);
+		for (npkt = 0; npkt < TX_BATCH; npkt++) {
+			ngtcp2_ssize n =
+			    ngtcp2_conn_writev_stream(a->conn, &ps.path, &pi, q->tx[q->ntx], TX_SLOT, NULL,
+			                              NGTCP2_WRITE_STREAM_FLAG_NONE, -1, NULL, 0, ts);
+			if (n < 0) {
+				attempt_reject(q, a, (int)n, ts);
+				break;
+			}
+			if (n == 0)
+				break;
+			q->txlen[q->ntx++] = (size_t)n;
+			if (q->ntx == TX_BATCH && tx_flush(q) < 0)
+				break;
+		}
+		if (a->used)
+			(void)tx_flush(q);
+		q->ntx = q->txdone = 0; /* what did not leave is lost: QUIC resends it */
+	}
+}
+
+/* Runs the attempts' timers: each has its own deadline (the handshake timeout from its first Initial). */
+static void attempts_expire(struct net_quic *q, uint64_t ts)
+{
+	size_t i;
+
+	for (i = 0; i < NET_QUIC_MAX_PENDING; i++) {
+		struct qconn *a = &q->att[i];
+		int rv;
+
+		if (!a->used)
+			continue;
+		if (ts >= a->deadline) {
+			attempt_reject(q, a, NGTCP2_ERR_HANDSHAKE_TIMEOUT, ts);
+			continue;
+		}
+		if (ngtcp2_conn_get_expiry(a->conn) > ts)
+			continue;
+		rv = ngtcp2_conn_handle_expiry(a->conn, ts);
+		if (rv != 0)
+			attempt_reject(q, a, rv, ts);
+	}
+}
+
+/* The connection's handshake is complete: on the server every other attempt goes (silently, uncounted)
+ * and no handshake will be accepted any more; on both sides the secret is wiped and the PSK credentials
+ * freed. Nothing refers to the credentials after the handshake (no tickets, no post-handshake
+ * authentication); the session's pointer to them is cleared first all the same, so a late lookup finds
+ * none instead of freed memory. */
+static void conn_established(struct net_quic *q)
+{
+	size_t i;
+
+	for (i = 0; i < NET_QUIC_MAX_PENDING; i++)
+		if (q->att[i].used && &q->att[i] != q->c)
+			attempt_free(q, &q->att[i]);
+	if (q->c->tls)
+		gnutls_credentials_clear(q->c->tls);
+	if (q->scred) {
+		gnutls_psk_free_server_credentials(q->scred);
+		q->scred = NULL;
+	}
+	if (q->ccred) {
+		gnutls_psk_free_client_credentials(q->ccred);
+		q->ccred = NULL;
+	}
+	gnutls_memset(q->psk, 0, sizeof(q->psk));
+	q->secret_gone = 1;
+	if (q->st != ST_DEAD)
+		q->st = ST_OPEN;
 }
 
 /* ---- receiving ---- */
 
-static int on_datagram(struct net_quic *q, const uint8_t *pkt, size_t len, struct sockaddr_storage *src,
-                       socklen_t srclen, uint64_t ts)
+/* Feeds one datagram to a: the connection, or a server's attempt. */
+static int conn_read(struct net_quic *q, struct qconn *a, const uint8_t *pkt, size_t len, uint64_t ts)
 {
 	ngtcp2_path path;
 	ngtcp2_pkt_info pi = {0};
 	int rv;
 
-	if (q->server) {
-		if (q->st == ST_LISTEN) {
-			if (server_accept(q, pkt, len, src, srclen, ts) < 0)
-				return 0;
-		} else if (!same_addr(src, &q->peer)) {
-			return 0; /* one client per server object; others are not answered */
-		}
-		make_path(q, &path, &q->peer, q->peerlen);
-	} else {
-		make_path(q, &path, &q->peer, q->peerlen);
-	}
+	make_path(q, &path, &a->peer, a->peerlen);
 	q->in_ng = 1;
-	rv = ngtcp2_conn_read_pkt(q->conn, &path, &pi, pkt, len, ts);
+	rv = ngtcp2_conn_read_pkt(a->conn, &path, &pi, pkt, len, ts);
 	q->in_ng = 0;
-	if (rv == 0) {
-		apply_pending_resets(q);
-		if (q->st == ST_HANDSHAKE && q->hs_done)
-			q->st = ST_OPEN;
+	if (q->c != a) {
+		/* still an attempt: its failure is not the server's */
+		if (rv != 0)
+			attempt_reject(q, a, rv, ts);
 		return 0;
 	}
-	if (q->server && q->st == ST_HANDSHAKE) {
-		server_reject(q, rv, ts);
+	if (q->hs_done && !q->secret_gone)
+		conn_established(q);
+	if (rv == 0) {
+		apply_pending_resets(q);
 		return 0;
 	}
 	return conn_fail(q, rv, ts);
+}
+
+/* Server without a connection: the datagram goes to the attempt with its address and DCID (the client's
+ * first or ours), or opens a new attempt if it is a client Initial. The address is part of the key, so an
+ * Initial replayed (or forged: Initial keys derive from the DCID) from elsewhere gets an attempt of its
+ * own and cannot take over or shut out the client's. */
+static int attempts_read(struct net_quic *q, const uint8_t *pkt, size_t len,
+                         const struct sockaddr_storage *src, socklen_t srclen, uint64_t ts)
+{
+	ngtcp2_version_cid vc;
+	struct qconn *a;
+	size_t i;
+
+	if (ngtcp2_pkt_decode_version_cid(&vc, pkt, len, SCID_LEN) != 0 || vc.dcidlen > NGTCP2_MAX_CIDLEN)
+		return 0;
+	for (i = 0; i < NET_QUIC_MAX_PENDING; i++) {
+		a = &q->att[i];
+		if (a->used && same_addr(src, &a->peer) &&
+		    (cid_is(&a->odcid, vc.dcid, vc.dcidlen) || cid_is(&a->scid, vc.dcid, vc.dcidlen)))
+			return conn_read(q, a, pkt, len, ts);
+	}
+	a = attempt_open(q, pkt, len, src, srclen, ts);
+	return a ? conn_read(q, a, pkt, len, ts) : 0;
+}
+
+static int on_datagram(struct net_quic *q, const uint8_t *pkt, size_t len, struct sockaddr_storage *src,
+                       socklen_t srclen, uint64_t ts)
+{
+	if (q->server) {
+		if (!src_allowed(q, src, srclen))
+			return 0; /* not the address SSH named: no answer at all */
+		if (!q->c)
+			return attempts_read(q, pkt, len, src, srclen, ts);
+		if (!same_addr(src, &q->c->peer))
+			return 0; /* one client per server object; others are not answered */
+	}
+	return conn_read(q, q->c, pkt, len, ts);
 }
 
 /* The size of the datagrams a GRO buffer holds, or len when it holds one. */
@@ -1150,9 +1420,17 @@ static int tx_write(struct net_quic *q, uint64_t ts)
 	unsigned npkt = 0;
 	int rv = 0;
 
-	if (!q->conn || q->st == ST_LISTEN || q->st == ST_DEAD || ngtcp2_conn_is_in_closing_period(q->conn) ||
-	    ngtcp2_conn_is_in_draining_period(q->conn))
+	if (q->st == ST_DEAD)
 		return 0;
+	if (!q->conn) {
+		if (q->server)
+			attempts_send(q, ts);
+		return 0;
+	}
+	if (ngtcp2_conn_is_in_closing_period(q->conn) || ngtcp2_conn_is_in_draining_period(q->conn))
+		return 0;
+	if (q->server)
+		tx_to(q, q->c);
 	if (tx_flush(q) < 0)
 		return 0;
 	ngtcp2_path_storage_zero(&ps);
@@ -1282,8 +1560,6 @@ static struct net_quic *quic_alloc(const char *id, const uint8_t *psk, const str
 	q->idlen = strlen(id);
 	memcpy(q->id, id, q->idlen);
 	memcpy(q->psk, psk, NET_QUIC_PSK_LEN);
-	q->ref.get_conn = get_conn;
-	q->ref.user_data = q;
 	return q;
 }
 
@@ -1354,6 +1630,23 @@ out:
 	return rv;
 }
 
+int net_quic_server_allow(struct net_quic *q, const struct sockaddr *addr, socklen_t len)
+{
+	struct in6_addr ip;
+	size_t i;
+
+	if (!q || !q->server || !addr || !ip_of(addr, len, &ip))
+		return -EINVAL;
+	if (q->c)
+		return -EISCONN;
+	q->allow = ip;
+	q->allow_set = 1;
+	for (i = 0; i < NET_QUIC_MAX_PENDING; i++)
+		if (q->att[i].used && !src_allowed(q, &q->att[i].peer, q->att[i].peerlen))
+			attempt_free(q, &q->att[i]); /* not a failed handshake: not counted */
+	return 0;
+}
+
 int net_quic_client_new(const struct sockaddr *peer, socklen_t peerlen, const char *id,
                         const uint8_t psk[NET_QUIC_PSK_LEN], const struct net_quic_cfg *cfg,
                         const struct net_quic_cb *cb, struct net_quic **out, struct qs_err *err)
@@ -1377,8 +1670,10 @@ int net_quic_client_new(const struct sockaddr *peer, socklen_t peerlen, const ch
 	q = quic_alloc(id, psk, cfg, cb, 0);
 	if (!q)
 		return qs_err_set(err, -ENOMEM, "net_quic: out of memory");
-	memcpy(&q->peer, peer, peerlen);
-	q->peerlen = peerlen;
+	q->c = &q->att[0];
+	q->c->used = 1;
+	memcpy(&q->c->peer, peer, peerlen);
+	q->c->peerlen = peerlen;
 	q->fd = socket(peer->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (q->fd < 0) {
 		rv = qs_err_set(err, -errno, "net_quic: socket: %s", strerror(errno));
@@ -1401,16 +1696,8 @@ int net_quic_client_new(const struct sockaddr *peer, socklen_t peerlen, const ch
 		                gnutls_strerror(rv));
 		goto out;
 	}
-	{
-		const gnutls_datum_t key = {q->psk, NET_QUIC_PSK_LEN};
-		rv = gnutls_psk_set_client_credentials(q->ccred, q->id, &key, GNUTLS_PSK_KEY_RAW);
-		if (rv < 0) {
-			rv = qs_err_set(err, -EINVAL, "gnutls_psk_set_client_credentials: %s",
-			                gnutls_strerror(rv));
-			goto out;
-		}
-	}
-	rv = tls_session_new(q, err);
+	gnutls_psk_set_client_credentials_function2(q->ccred, psk_client_cb);
+	rv = tls_session_new(q, q->c, err);
 	if (rv < 0)
 		goto out;
 	dcid.datalen = SCID_LEN;
@@ -1423,15 +1710,16 @@ int net_quic_client_new(const struct sockaddr *peer, socklen_t peerlen, const ch
 	fill_callbacks(&cbs, 0);
 	fill_settings(q, &st, ts);
 	fill_params(q, &params);
-	make_path(q, &path, &q->peer, q->peerlen);
-	rv = ngtcp2_conn_client_new(&q->conn, &dcid, &scid, &path, NGTCP2_PROTO_VER_V1, &cbs, &st, &params,
+	make_path(q, &path, &q->c->peer, q->c->peerlen);
+	rv = ngtcp2_conn_client_new(&q->c->conn, &dcid, &scid, &path, NGTCP2_PROTO_VER_V1, &cbs, &st, &params,
 	                            NULL, q);
 	if (rv != 0) {
-		q->conn = NULL;
+		q->c->conn = NULL;
 		rv = qs_err_set(err, -ENOMEM, "ngtcp2_conn_client_new: %s", ngtcp2_strerror(rv));
 		goto out;
 	}
-	ngtcp2_conn_set_tls_native_handle(q->conn, q->tls);
+	q->conn = q->c->conn;
+	ngtcp2_conn_set_tls_native_handle(q->conn, q->c->tls);
 	q->st = ST_HANDSHAKE;
 	/* the first flight (ClientHello) leaves now */
 	rv = tx_write(q, ts);
@@ -1456,11 +1744,27 @@ int net_quic_timeout_ms(const struct net_quic *q)
 {
 	uint64_t exp, now;
 
-	if (!q || q->st == ST_DEAD || !q->conn)
+	if (!q || q->st == ST_DEAD)
 		return -1;
 	if (q->ntx > q->txdone)
 		return 1; /* the socket was full: try again soon */
-	exp = ngtcp2_conn_get_expiry(q->conn);
+	if (q->conn) {
+		exp = ngtcp2_conn_get_expiry(q->conn);
+	} else {
+		size_t i;
+		exp = UINT64_MAX;
+		for (i = 0; i < NET_QUIC_MAX_PENDING; i++) {
+			const struct qconn *a = &q->att[i];
+			uint64_t e;
+			if (!a->used)
+				continue;
+			e = ngtcp2_conn_get_expiry(a->conn);
+			if (a->deadline < e)
+				e = a->deadline;
+			if (e < exp)
+				exp = e;
+		}
+	}
 	if (exp == UINT64_MAX)
 		return -1;
 	now = now_ns();
@@ -1483,24 +1787,20 @@ int net_quic_process(struct net_quic *q, struct qs_err *err)
 	rv = rx_drain(q, ts);
 	if (rv < 0)
 		goto out;
-	if (q->conn && q->st != ST_LISTEN && q->st != ST_DEAD) {
-		ts = now_ns();
+	ts = now_ns();
+	if (q->conn) {
 		if (ngtcp2_conn_get_expiry(q->conn) <= ts) {
 			q->in_ng = 1;
 			rv = ngtcp2_conn_handle_expiry(q->conn, ts);
 			q->in_ng = 0;
-			if (rv == 0) {
-				apply_pending_resets(q);
-			} else {
-				if (q->server && q->st == ST_HANDSHAKE) {
-					server_reject(q, rv, ts);
-					rv = 0;
-				} else {
-					rv = conn_fail(q, rv, ts);
-					goto out;
-				}
+			if (rv != 0) {
+				rv = conn_fail(q, rv, ts);
+				goto out;
 			}
+			apply_pending_resets(q);
 		}
+	} else if (q->server) {
+		attempts_expire(q, ts);
 	}
 	rv = tx_write(q, ts);
 out:
@@ -1602,10 +1902,10 @@ int net_quic_close(struct net_quic *q)
 	if (q->st == ST_DEAD)
 		return 0;
 	ts = now_ns();
-	if (q->conn && q->st != ST_LISTEN) {
+	if (q->conn) {
 		if (tx_flush(q) < 0)
 			q->ntx = q->txdone = 0;
-		send_close(q, 0, ts);
+		send_close(q, q->c, 0, ts);
 		/* the close is the last word: give a full socket a moment to take it */
 		while (q->ntx > q->txdone && waited < CLOSE_WAIT_MS) {
 			struct pollfd p = {.fd = q->fd, .events = POLLOUT};
@@ -1622,16 +1922,18 @@ int net_quic_close(struct net_quic *q)
 void net_quic_free(struct net_quic *q)
 {
 	struct chunk *c, *n;
+	size_t i;
 
 	if (!q)
 		return;
 	q->st = ST_DEAD;
 	drop_all_streams(q);
 	grave_empty(q);
-	if (q->conn)
-		ngtcp2_conn_del(q->conn);
-	if (q->tls)
-		gnutls_deinit(q->tls);
+	for (i = 0; i < NET_QUIC_MAX_PENDING; i++)
+		if (q->att[i].used)
+			attempt_free(q, &q->att[i]);
+	q->c = NULL;
+	q->conn = NULL;
 	if (q->ccred)
 		gnutls_psk_free_client_credentials(q->ccred);
 	if (q->scred)
@@ -1646,3 +1948,24 @@ void net_quic_free(struct net_quic *q)
 	gnutls_memset(q->psk, 0, sizeof(q->psk));
 	free(q);
 }
+
+#ifdef QS_TESTING
+/* Test-only: tests/unit/test_net_quic.c compiles this file with QS_TESTING to look inside. 1 when q holds
+ * no secret any more: the psk copy is zero, the PSK credentials are gone, and the credentials callback
+ * of q's role refuses even the right identity. */
+static int quic_test_secret_gone(struct net_quic *q)
+{
+	static const uint8_t zero[NET_QUIC_PSK_LEN];
+	gnutls_datum_t user = {(unsigned char *)q->id, (unsigned)q->idlen}, key = {NULL, 0}, name = {NULL, 0};
+	int rv;
+
+	if (!q->secret_gone || q->scred || q->ccred || memcmp(q->psk, zero, sizeof(zero)) != 0)
+		return 0;
+	if (!q->c || !q->c->tls)
+		return 1;
+	rv = q->server ? psk_server_cb(q->c->tls, &user, &key) : psk_client_cb(q->c->tls, &name, &key);
+	gnutls_free(key.data);
+	gnutls_free(name.data);
+	return rv != 0;
+}
+#endif

@@ -14,8 +14,9 @@
 
 #include "common/err.h"
 
-#define NET_QUIC_PSK_LEN 32
-#define NET_QUIC_ALPN    "qsync/1"
+#define NET_QUIC_PSK_LEN     32
+#define NET_QUIC_ALPN        "qsync/1"
+#define NET_QUIC_MAX_PENDING 8 /* server: handshakes in progress side by side */
 
 struct net_quic_cfg {
 	uint32_t max_streams;     /* bidi streams the peer may have open toward us at once */
@@ -48,13 +49,26 @@ struct net_quic;
 
 /* Peer role (QUIC server): binds a UDP socket on bind_ip (port *port, 0 = ephemeral; the bound port is
  * written back) and accepts the first connection whose handshake proves psk with identity id
- * (connection_id from quic_init). Handshakes that fail are dropped and counted; the next is accepted.
- * psk is copied and the copy wiped on free. */
+ * (connection_id from quic_init). Up to NET_QUIC_MAX_PENDING handshakes run side by side, each with its
+ * own handshake timeout; when all are busy a new Initial evicts the oldest. The first to complete becomes
+ * the connection and the others are dropped without a word; from then on only its address is answered.
+ * Handshakes that fail are dropped and counted (net_quic_rejected). psk is copied; the copy and the
+ * GnuTLS credentials are wiped and freed as soon as the connection is accepted (or on free). */
 int net_quic_server_new(const char *bind_ip, uint16_t *port, const char *id,
                         const uint8_t psk[NET_QUIC_PSK_LEN], const struct net_quic_cfg *cfg,
                         const struct net_quic_cb *cb, struct net_quic **out, struct qs_err *err);
 
-/* Client role: a UDP socket connected to peer, and a connection whose handshake uses psk/id. */
+/* Server only: from now on datagrams (Initials included) whose source IP differs from addr's IP are
+ * ignored without an answer; the port is not compared (the client's port is unknown). An IPv4 address
+ * and its IPv4-mapped IPv6 form (::ffff:a.b.c.d) are the same IP; an IPv6 scope id is not compared.
+ * Call it right after net_quic_server_new; handshakes already in progress from other IPs are dropped.
+ * Without it any source may try (the handshake still requires the secret). addr is copied.
+ * Returns 0; -EINVAL for a client object or an address that is not AF_INET/AF_INET6 of adequate len;
+ * -EISCONN once a connection has been accepted. */
+int net_quic_server_allow(struct net_quic *q, const struct sockaddr *addr, socklen_t len);
+
+/* Client role: a UDP socket connected to peer, and a connection whose handshake uses psk/id. psk is
+ * copied; the copy is wiped (and the GnuTLS credentials freed) once the handshake completes, or on free. */
 int net_quic_client_new(const struct sockaddr *peer, socklen_t peerlen, const char *id,
                         const uint8_t psk[NET_QUIC_PSK_LEN], const struct net_quic_cfg *cfg,
                         const struct net_quic_cb *cb, struct net_quic **out, struct qs_err *err);
@@ -71,7 +85,9 @@ int net_quic_process(struct net_quic *q, struct qs_err *err);
 /* 1 once the handshake is complete. */
 int net_quic_handshake_done(const struct net_quic *q);
 
-/* Number of failed handshakes the server dropped (wrong secret, garbage). */
+/* Handshake attempts the server dropped without accepting them: wrong secret or identity, garbage,
+ * their own handshake timeout, or evicted for a newer Initial while all NET_QUIC_MAX_PENDING slots were
+ * busy. Each attempt counts once; attempts dropped because another one completed first do not count. */
 unsigned net_quic_rejected(const struct net_quic *q);
 
 /* Opens a bidirectional stream owned by user. -EAGAIN when the peer's stream limit is reached now
@@ -93,7 +109,7 @@ uint64_t net_quic_bytes_sent(const struct net_quic *q);
 /* Sends CONNECTION_CLOSE (no error) and flushes it. The connection is unusable after. */
 int net_quic_close(struct net_quic *q);
 
-/* Frees everything; wipes the secret. q may be NULL. */
+/* Frees everything; wipes the secret if it is still held. q may be NULL. */
 void net_quic_free(struct net_quic *q);
 
 #endif

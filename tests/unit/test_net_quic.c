@@ -1,7 +1,12 @@
 /* Unit tests for net/quic.c: both ends of a QUIC connection in one process on 127.0.0.1, driven by one
- * poll loop. PSK handshake (right secret, wrong secret, wrong identity), a 3000-stream transfer with
- * stream credit replenished, a 64 MiB stream (throughput printed), stream reset, idle timeout, close. */
-#include "net/quic.h"
+ * poll loop. PSK handshake (right secret, wrong secret, wrong identity), handshake hijack attempts
+ * (replayed Initials, a stalled wrong-secret client, a flood, the source filter), the secret wiped after
+ * the handshake, a 3000-stream transfer with stream credit replenished, a 64 MiB stream (throughput
+ * printed), stream reset, idle timeout, close.
+ * This file compiles net/quic.c itself with QS_TESTING so that it can check the secret is gone (the
+ * library's copy of quic.o is then not linked: nothing references it). */
+#define QS_TESTING 1
+#include "net/quic.c"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -11,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
 static int failures;
 static int checks;
@@ -683,6 +690,367 @@ static void test_handshake_timeout(void)
 	net_quic_free(hold);
 }
 
+/* ---- third parties during the handshake ---- */
+
+static struct sockaddr_in addr4(const char *ip, uint16_t port)
+{
+	struct sockaddr_in a;
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_port = htons(port);
+	(void)inet_pton(AF_INET, ip, &a.sin_addr);
+	return a;
+}
+
+/* A plain UDP socket bound to ip (ephemeral port): a third party, or a relay. -1 on failure. */
+static int udp_on(const char *ip)
+{
+	struct sockaddr_in a = addr4(ip, 0);
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+/* Captures the first datagram of a real client with key (its Initial, the whole ClientHello) by pointing
+ * the client at sock; the client is then dropped and never answers anything. Returns the length, 0 if
+ * nothing came. */
+static size_t capture_initial(int sock, const uint8_t *key, uint8_t *buf, size_t cap)
+{
+	struct plain p = {0};
+	struct net_quic_cb cb = plain_cb(&p);
+	struct sockaddr_in a;
+	socklen_t alen = sizeof(a);
+	struct net_quic *q = NULL;
+	struct pollfd pfd = {.fd = sock, .events = POLLIN};
+	ssize_t n = 0;
+
+	if (getsockname(sock, (struct sockaddr *)&a, &alen) != 0 ||
+	    net_quic_client_new((struct sockaddr *)&a, alen, ID, key, NULL, &cb, &q, NULL) != 0)
+		return 0;
+	if (poll(&pfd, 1, 1000) == 1)
+		n = recv(sock, buf, cap, 0);
+	net_quic_free(q);
+	return n > 0 ? (size_t)n : 0;
+}
+
+static void send_to_server(int sock, const uint8_t *pkt, size_t len, uint16_t port)
+{
+	struct sockaddr_in a = loopback(port);
+	CHECK_EQ(sendto(sock, pkt, len, 0, (struct sockaddr *)&a, sizeof(a)), (long long)len);
+}
+
+/* Drives the server alone for ms; returns how many datagrams arrived at sock meanwhile. */
+static int pump(struct end *s, int sock, unsigned ms)
+{
+	uint64_t end = now_ms() + ms;
+	uint8_t buf[2048];
+	int got = 0;
+
+	while (now_ms() < end) {
+		struct pollfd p[2] = {{.fd = net_quic_fd(s->q), .events = POLLIN},
+		                      {.fd = sock, .events = POLLIN}};
+		int t = net_quic_timeout_ms(s->q);
+		if (t < 0 || t > 10)
+			t = 10;
+		(void)poll(p, 2, t);
+		if (!s->rc)
+			s->rc = net_quic_process(s->q, &s->err);
+		while (recv(sock, buf, sizeof(buf), MSG_DONTWAIT) > 0)
+			got++;
+	}
+	return got;
+}
+
+/* (g) a replayed Initial (valid ClientHello, nobody behind it) and a wrong-secret client that sends its
+ * first flight and stops both reach the server first; the right client still gets in at once. */
+static void test_hijack(void)
+{
+	struct plain ps = {0}, pc = {0}, pb = {0};
+	struct net_quic_cb scb = plain_cb(&ps), ccb = plain_cb(&pc), bcb = plain_cb(&pb);
+	struct end s = {0}, c = {0}, bad = {0};
+	struct end *e[2] = {&s, &c}, *eb[2] = {NULL, &bad};
+	uint8_t pkt[2048];
+	uint16_t port = 0;
+	size_t n;
+	double t0;
+	int r = udp_on("127.0.0.1");
+
+	CHECK(r >= 0);
+	CHECK_EQ(net_quic_server_new("127.0.0.1", &port, ID, key_good, NULL, &scb, &s.q, &s.err), 0);
+	n = capture_initial(r, key_good, pkt, sizeof(pkt));
+	CHECK(n >= 1200);
+	send_to_server(r, pkt, n, port);
+	CHECK(pump(&s, r, 100) > 0); /* the server answers it: a handshake attempt is under way */
+	CHECK_EQ(client_new(&bad, port, ID, key_bad, NULL, &bcb), 0);
+	(void)pump(&s, r, 50);
+	CHECK_EQ(net_quic_rejected(s.q), 1); /* the wrong secret is refused at once */
+
+	t0 = now_s();
+	CHECK_EQ(client_new(&c, port, ID, key_good, NULL, &ccb), 0);
+	CHECK(run(&s, &c, both_up, NULL, e, 3000)); /* well under the 10 s handshake timeout */
+	printf("hijack: right client in after %.2f ms despite two attempts ahead of it\n",
+	       (now_s() - t0) * 1e3);
+	CHECK_EQ(s.rc, 0);
+	CHECK_EQ(c.rc, 0);
+	/* the replayed attempt was dropped without a count when the right one won */
+	CHECK_EQ(net_quic_rejected(s.q), 1);
+	/* from now on the replayer is not answered at all */
+	send_to_server(r, pkt, n, port);
+	CHECK_EQ(pump(&s, r, 100), 0);
+	CHECK(net_quic_handshake_done(s.q));
+	/* the stalled wrong-secret client, driven again, finds it was refused */
+	CHECK(run(NULL, &bad, client_failed, NULL, eb, 2000));
+	CHECK_EQ(bad.rc, -ECONNREFUSED);
+	net_quic_free(bad.q);
+	net_quic_free(c.q);
+	net_quic_free(s.q);
+	close(r);
+}
+
+/* A UDP relay between one client and the server (tick of run()). */
+struct relay {
+	int fd;
+	uint16_t server_port;
+	struct sockaddr_storage client;
+	socklen_t clientlen;
+};
+
+static void relay_tick(void *arg)
+{
+	struct relay *r = arg;
+	struct sockaddr_storage from;
+	socklen_t fromlen = sizeof(from);
+	struct sockaddr_in srv = loopback(r->server_port);
+	uint8_t buf[2048];
+	ssize_t n;
+
+	while ((n = recvfrom(r->fd, buf, sizeof(buf), MSG_DONTWAIT, (struct sockaddr *)&from, &fromlen)) >
+	       0) {
+		if (((struct sockaddr_in *)&from)->sin_port == srv.sin_port)
+			(void)sendto(r->fd, buf, (size_t)n, 0, (struct sockaddr *)&r->client, r->clientlen);
+		else
+			(void)sendto(r->fd, buf, (size_t)n, 0, (struct sockaddr *)&srv, sizeof(srv));
+		fromlen = sizeof(from);
+	}
+}
+
+struct relay_run {
+	struct end *e[2];
+	struct relay *r;
+};
+
+static int relay_up(void *arg)
+{
+	struct relay_run *rr = arg;
+	return both_up(rr->e);
+}
+
+static void relay_run_tick(void *arg)
+{
+	relay_tick(((struct relay_run *)arg)->r);
+}
+
+/* (g) someone who sees the client's Initial replays it from elsewhere before the client's own copy
+ * arrives: the same DCID from another address is another attempt, and the client still gets in */
+static void test_replay_race(void)
+{
+	struct plain ps = {0}, pc = {0};
+	struct net_quic_cb scb = plain_cb(&ps), ccb = plain_cb(&pc);
+	struct end s = {0}, c = {0};
+	struct relay r = {0};
+	struct relay_run rr = {{&s, &c}, &r};
+	struct sockaddr_in ra;
+	socklen_t ralen = sizeof(ra);
+	struct pollfd pfd;
+	uint8_t pkt[2048];
+	ssize_t n = 0;
+	int attacker = udp_on("127.0.0.1");
+
+	r.fd = udp_on("127.0.0.1");
+	CHECK(attacker >= 0);
+	CHECK(r.fd >= 0);
+	CHECK_EQ(net_quic_server_new("127.0.0.1", &r.server_port, ID, key_good, NULL, &scb, &s.q, &s.err), 0);
+	CHECK_EQ(getsockname(r.fd, (struct sockaddr *)&ra, &ralen), 0);
+	CHECK_EQ(net_quic_client_new((struct sockaddr *)&ra, ralen, ID, key_good, NULL, &ccb, &c.q, &c.err),
+	         0);
+	pfd.fd = r.fd;
+	pfd.events = POLLIN;
+	if (poll(&pfd, 1, 1000) == 1) {
+		r.clientlen = sizeof(r.client);
+		n = recvfrom(r.fd, pkt, sizeof(pkt), 0, (struct sockaddr *)&r.client, &r.clientlen);
+	}
+	CHECK(n >= 1200);
+	if (n <= 0)
+		n = 1;
+	send_to_server(attacker, pkt, (size_t)n, r.server_port); /* the copy arrives first */
+	CHECK(pump(&s, attacker, 50) > 0);
+	send_to_server(r.fd, pkt, (size_t)n, r.server_port); /* then the client's own */
+	CHECK(run(&s, &c, relay_up, relay_run_tick, &rr, 3000));
+	CHECK_EQ(s.rc, 0);
+	CHECK_EQ(c.rc, 0);
+	CHECK_EQ(net_quic_rejected(s.q), 0);
+	net_quic_free(c.q);
+	net_quic_free(s.q);
+	close(r.fd);
+	close(attacker);
+}
+
+/* (g) a flood of replayed Initials (distinct DCIDs) evicts the oldest attempts; the right client, arriving
+ * after the flood, still gets in. An attempt that nobody finishes times out on its own. */
+static void test_flood_and_attempt_timeout(void)
+{
+	struct plain ps = {0}, pc = {0};
+	struct net_quic_cb scb = plain_cb(&ps), ccb = plain_cb(&pc);
+	struct net_quic_cfg cfg;
+	struct end s = {0}, c = {0};
+	struct end *e[2] = {&s, &c};
+	static uint8_t pkt[NET_QUIC_MAX_PENDING + 3][2048];
+	size_t len[NET_QUIC_MAX_PENDING + 3], i;
+	uint16_t port = 0;
+	int r = udp_on("127.0.0.1");
+
+	CHECK(r >= 0);
+	CHECK_EQ(net_quic_server_new("127.0.0.1", &port, ID, key_good, NULL, &scb, &s.q, &s.err), 0);
+	for (i = 0; i < NET_QUIC_MAX_PENDING + 3; i++) {
+		len[i] = capture_initial(r, key_good, pkt[i], sizeof(pkt[i]));
+		CHECK(len[i] >= 1200);
+	}
+	for (i = 0; i < NET_QUIC_MAX_PENDING + 3; i++)
+		send_to_server(r, pkt[i], len[i], port);
+	CHECK(pump(&s, r, 100) > 0);
+	CHECK_EQ(net_quic_rejected(s.q), 3); /* three evicted to make room */
+	CHECK_EQ(client_new(&c, port, ID, key_good, NULL, &ccb), 0);
+	CHECK(run(&s, &c, both_up, NULL, e, 3000));
+	CHECK_EQ(net_quic_rejected(s.q), 4); /* the right client's Initial evicted one more */
+	net_quic_free(c.q);
+	net_quic_free(s.q);
+
+	/* an attempt nobody finishes is dropped at its own deadline and counted once */
+	net_quic_cfg_default(&cfg);
+	cfg.handshake_timeout_ms = 300;
+	port = 0;
+	memset(&s, 0, sizeof(s));
+	memset(&c, 0, sizeof(c));
+	CHECK_EQ(net_quic_server_new("127.0.0.1", &port, ID, key_good, &cfg, &scb, &s.q, &s.err), 0);
+	len[0] = capture_initial(r, key_good, pkt[0], sizeof(pkt[0]));
+	send_to_server(r, pkt[0], len[0], port);
+	CHECK(pump(&s, r, 100) > 0);
+	CHECK_EQ(net_quic_rejected(s.q), 0);
+	(void)pump(&s, r, 400);
+	CHECK_EQ(net_quic_rejected(s.q), 1);
+	CHECK_EQ(s.rc, 0);
+	/* its retransmitted Initial does not open (or count) a second attempt */
+	send_to_server(r, pkt[0], len[0], port);
+	CHECK_EQ(pump(&s, r, 100), 0);
+	CHECK_EQ(net_quic_rejected(s.q), 1);
+	CHECK_EQ(client_new(&c, port, ID, key_good, NULL, &ccb), 0);
+	CHECK(run(&s, &c, both_up, NULL, e, 3000));
+	net_quic_free(c.q);
+	net_quic_free(s.q);
+	close(r);
+}
+
+/* (h) net_quic_server_allow: a source IP other than the allowed one gets no answer at all */
+static void test_allow(void)
+{
+	struct plain ps = {0}, pc = {0};
+	struct net_quic_cb scb = plain_cb(&ps), ccb = plain_cb(&pc);
+	struct end s = {0}, c = {0};
+	struct end *e[2] = {&s, &c};
+	struct sockaddr_in lo = addr4("127.0.0.1", 9); /* the port is not compared */
+	struct sockaddr_in6 mapped;
+	struct sockaddr_un unix_addr = {.sun_family = AF_UNIX, .sun_path = "x"};
+	uint8_t pkt[2048];
+	uint16_t port = 0;
+	size_t n;
+	int r1 = udp_on("127.0.0.1"), r2 = udp_on("127.0.0.2");
+
+	CHECK(r1 >= 0);
+	CHECK(r2 >= 0);
+	CHECK_EQ(net_quic_server_new("127.0.0.1", &port, ID, key_good, NULL, &scb, &s.q, &s.err), 0);
+	CHECK_EQ(net_quic_server_allow(s.q, (struct sockaddr *)&unix_addr, sizeof(unix_addr)), -EINVAL);
+	CHECK_EQ(net_quic_server_allow(s.q, (struct sockaddr *)&lo, sizeof(lo) - 1), -EINVAL);
+	CHECK_EQ(net_quic_server_allow(NULL, (struct sockaddr *)&lo, sizeof(lo)), -EINVAL);
+	CHECK_EQ(net_quic_server_allow(s.q, (struct sockaddr *)&lo, sizeof(lo)), 0);
+
+	/* a real Initial from 127.0.0.2: not a single packet back, nothing counted */
+	n = capture_initial(r2, key_good, pkt, sizeof(pkt));
+	CHECK(n >= 1200);
+	send_to_server(r2, pkt, n, port);
+	CHECK_EQ(pump(&s, r2, 300), 0);
+	CHECK_EQ(net_quic_rejected(s.q), 0);
+	/* the same datagram from 127.0.0.1 is answered: the filter, not the replay, kept r2 out */
+	send_to_server(r1, pkt, n, port);
+	CHECK(pump(&s, r1, 100) > 0);
+	/* a client from 127.0.0.1 gets in (the replayed attempt goes silently) */
+	CHECK_EQ(client_new(&c, port, ID, key_good, NULL, &ccb), 0);
+	CHECK(run(&s, &c, both_up, NULL, e, 3000));
+	CHECK_EQ(net_quic_rejected(s.q), 0);
+	CHECK_EQ(net_quic_server_allow(s.q, (struct sockaddr *)&lo, sizeof(lo)), -EISCONN);
+	CHECK_EQ(net_quic_server_allow(c.q, (struct sockaddr *)&lo, sizeof(lo)), -EINVAL);
+	net_quic_free(c.q);
+	net_quic_free(s.q);
+
+	/* IPv4-mapped IPv6 names the same IP: ::ffff:127.0.0.2 lets r2 in and keeps r1 out */
+	memset(&s, 0, sizeof(s));
+	port = 0;
+	memset(&mapped, 0, sizeof(mapped));
+	mapped.sin6_family = AF_INET6;
+	CHECK_EQ(inet_pton(AF_INET6, "::ffff:127.0.0.2", &mapped.sin6_addr), 1);
+	CHECK_EQ(net_quic_server_new("127.0.0.1", &port, ID, key_good, NULL, &scb, &s.q, &s.err), 0);
+	CHECK_EQ(net_quic_server_allow(s.q, (struct sockaddr *)&mapped, sizeof(mapped)), 0);
+	send_to_server(r1, pkt, n, port);
+	CHECK_EQ(pump(&s, r1, 200), 0);
+	send_to_server(r2, pkt, n, port);
+	CHECK(pump(&s, r2, 100) > 0);
+	net_quic_free(s.q);
+	close(r1);
+	close(r2);
+}
+
+/* (i) once the handshake is complete neither end holds the secret, and the connection still works */
+static void test_secret_wiped(void)
+{
+	struct plain ps = {0}, pc = {0};
+	struct plain *pp[2] = {&ps, &pc};
+	struct net_quic_cb scb = plain_cb(&ps), ccb = plain_cb(&pc);
+	struct end s = {0}, c = {0};
+	struct end *e[2] = {&s, &c};
+	uint16_t port = 0;
+	int64_t sid;
+
+	CHECK_EQ(net_quic_server_new("127.0.0.1", &port, ID, key_good, NULL, &scb, &s.q, &s.err), 0);
+	CHECK_EQ(client_new(&c, port, ID, key_good, NULL, &ccb), 0);
+	CHECK(!quic_test_secret_gone(s.q));
+	CHECK(!quic_test_secret_gone(c.q));
+	CHECK(run(&s, &c, both_up, NULL, e, 5000));
+	CHECK(quic_test_secret_gone(s.q));
+	CHECK(quic_test_secret_gone(c.q));
+
+	/* streams and a key update still work without credentials */
+	pc.fill_left = 200000;
+	pc.fin_at_end = 1;
+	ps.fin_at_end = 1;
+	CHECK_EQ(net_quic_stream_open(c.q, &pc, &sid), 0);
+	CHECK(run(&s, &c, e_done, NULL, pp, 5000));
+	CHECK_EQ(ps.recv_bytes, 200000);
+	CHECK_EQ(ngtcp2_conn_initiate_key_update(c.q->conn, now_ns()), 0);
+	ps.closed = pc.closed = 0;
+	pc.fill_left = 200000;
+	CHECK_EQ(net_quic_stream_open(c.q, &pc, &sid), 0);
+	CHECK(run(&s, &c, e_done, NULL, pp, 5000));
+	CHECK_EQ(ps.recv_bytes, 400000);
+	CHECK_EQ(pc.last_app_error, 0);
+	CHECK_EQ(s.rc, 0);
+	CHECK_EQ(c.rc, 0);
+	net_quic_free(c.q);
+	net_quic_free(s.q);
+}
+
 int main(void)
 {
 	memcpy(key_bad, key_good, sizeof(key_bad));
@@ -695,6 +1063,11 @@ int main(void)
 	test_reset();
 	test_idle();
 	test_handshake_timeout();
+	test_hijack();
+	test_replay_race();
+	test_flood_and_attempt_timeout();
+	test_allow();
+	test_secret_wiped();
 	test_transfer();
 
 	printf("%d checks, %d failures\n", checks, failures);
