@@ -20,6 +20,7 @@ enum {
 	OPT_PROGRESS,
 	OPT_QUIC_TIMEOUT,
 	OPT_TIMEOUT,
+	OPT_CC,
 	OPT_NO_PERMS,
 	OPT_NO_TIMES,
 };
@@ -50,6 +51,7 @@ static const char usage_text[] =
     "      --streams=N        at most N QUIC streams at once (default 1000)\n"
     "      --quic-timeout=S   seconds the QUIC handshake may take (default 10)\n"
     "      --timeout=S        seconds to wait for each control reply from the peer (default 30)\n"
+    "      --cc=ALGO          congestion control of the QUIC data: bbr2 (default), bbr, cubic\n"
     "      --fsync            fsync every file before it is renamed into place\n"
     "  -h, --help             this text\n"
     "  -V, --version          the version\n"
@@ -128,6 +130,7 @@ int cli_parse(int argc, char **argv, struct cli *c)
 	    {"streams", required_argument, NULL, OPT_STREAMS},
 	    {"quic-timeout", required_argument, NULL, OPT_QUIC_TIMEOUT},
 	    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+	    {"cc", required_argument, NULL, OPT_CC},
 	    {"fsync", no_argument, NULL, OPT_FSYNC},
 	    {"no-perms", no_argument, NULL, OPT_NO_PERMS},
 	    {"no-times", no_argument, NULL, OPT_NO_TIMES},
@@ -222,6 +225,16 @@ int cli_parse(int argc, char **argv, struct cli *c)
 				o->quic_timeout_ms = (uint32_t)(v * 1000);
 			break;
 		}
+		case OPT_CC:
+			if (strcmp(optarg, "bbr2") == 0)
+				o->cc = ENGINE_CC_BBR2;
+			else if (strcmp(optarg, "bbr") == 0)
+				o->cc = ENGINE_CC_BBR;
+			else if (strcmp(optarg, "cubic") == 0)
+				o->cc = ENGINE_CC_CUBIC;
+			else
+				return usage_error("--cc: expected bbr2, bbr or cubic, got \"%s\"", optarg);
+			break;
 		case 'h':
 			fputs(usage_text, stdout);
 			return CLI_DONE;

@@ -46,7 +46,8 @@ struct engine_opts {
 	bool do_fsync;
 
 	/* data plane */
-	uint32_t max_streams;     /* 0: default */
+	uint32_t max_streams;                                                 /* 0: default */
+	enum engine_cc { ENGINE_CC_BBR2, ENGINE_CC_BBR, ENGINE_CC_CUBIC } cc; /* of what we send */
 	uint32_t quic_timeout_ms; /* handshake must finish in this; 0: default */
 	uint32_t ctl_timeout_ms;  /* each control reply, and the final confirmation, within this */
 

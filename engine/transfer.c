@@ -373,6 +373,9 @@ int engine_client_run(const struct engine_opts *o, struct engine_stats *st, stru
 	qc.max_streams = st->streams_max ? st->streams_max : qc.max_streams;
 	if (o->quic_timeout_ms)
 		qc.handshake_timeout_ms = o->quic_timeout_ms;
+	qc.cc = o->cc == ENGINE_CC_CUBIC ? NET_QUIC_CC_CUBIC
+	        : o->cc == ENGINE_CC_BBR ? NET_QUIC_CC_BBR
+	                                 : NET_QUIC_CC_BBR2;
 	struct net_quic_cb cb = sender_quic_cb_template;
 	cb.ctx = &snd;
 	rc = net_quic_client_new((struct sockaddr *)&cl.peer, cl.peerlen, conn_id, psk, &qc, &cb, &q, err);
