@@ -58,12 +58,18 @@ def write_markdown(out, res):
         m.get("cpu", "?"), m.get("cores", "?"), m.get("memory_gib", "?"), m.get("kernel", "?"),
         "; virtualization: %s" % m["virtualization"] if m.get("virtualization") else ""))
     d = m.get("disk", {})
-    w("- Disk (data and destinations): %s, %s, %s GB%s%s" % (
+    w("- Disk (source data): %s, %s, %s GB%s%s" % (
         d.get("device", "?"), d.get("fs", "?"), d.get("size_gb", "?"),
         ", rotational flag %s" % d["rotational_flag"] if "rotational_flag" in d else "",
         "; %s" % d["note"] if d.get("note") else ""))
-    w("- Source and destination are on the same disk; every link is emulated on this one machine, so "
-      "both sides share its %s cores." % m.get("cores", "?"))
+    dfs = m.get("destination_fs")
+    if isinstance(dfs, dict):
+        w("- Destinations: a fresh %s of %s GB made for the run (the source data disk's ext4 has no "
+          "journal, and there its inode allocator slows every file creation right after a tree is deleted: "
+          "see ScratchFs in perf/bench.py)." % (dfs.get("fs", "?"), dfs.get("size_gb", "?")))
+    elif dfs:
+        w("- Destinations: %s." % dfs)
+    w("- Every link is emulated on this one machine, so both sides share its %s cores." % m.get("cores", "?"))
     w("- Versions: %s" % "; ".join("%s: %s" % (k, v[k]) for k in v))
     w("")
     w("## Links")
@@ -102,7 +108,8 @@ def write_markdown(out, res):
       "stream and UDP at the link's rate cap (10 Gbit/s when uncapped), received throughput, %s each; "
       "their 'seconds' is the time the data set's bytes would take at that rate." % (
           "1 s" if res.get("quick") else "3 s (5 s on wan links)"))
-    w("- `cp -a` is the local ceiling (same disk, no network), measured on loopback only.")
+    w("- `cp -a` is the local ceiling (same source and destination filesystems, no network), measured on "
+      "loopback only.")
     w("- qsync today re-sends every file on re-sync (no quick check yet), while rsync skips unchanged "
       "files; the re-sync rows show this as it is.")
     w("")

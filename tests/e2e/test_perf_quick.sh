@@ -49,6 +49,8 @@ for s in sorted(want):
     ok = [r for r in res["summary"] if r["scenario"] == s and r["tool"] == "rsync" and r.get("median_s")]
     if not ok:
         fail.append("%s: rsync has no result" % s)
+if os.geteuid() == 0 and not isinstance(res["machine"].get("destination_fs"), dict):
+    fail.append("as root the destinations should be on a scratch ext4: %r" % res["machine"].get("destination_fs"))
 if len(res["runs"]) == 0:
     fail.append("no runs recorded")
 with open(os.path.join(out, "RESULTS.md")) as f:
@@ -69,6 +71,10 @@ PYEOF
 # nothing the harness made may outlive it
 if ls /sys/fs/cgroup/*/qsperf-* >/dev/null 2>&1 || ls /sys/fs/cgroup/memory/*/*/qsperf-* >/dev/null 2>&1; then
 	echo "FAIL: cgroups left behind"
+	exit 1
+fi
+if grep -q ' [^ ]*qsperf-fs\.' /proc/mounts || ls "$tmp"/data/scratch-*.img >/dev/null 2>&1; then
+	echo "FAIL: the scratch filesystem (mount or image) was left behind"
 	exit 1
 fi
 echo "PASS: perf/run --quick"
