@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "common/err.h"
 #include "net/ssh.h"
@@ -95,7 +96,23 @@ void engine_opts_default(struct engine_opts *o);
 /* Runs a push as the client. Returns an engine_exit code; err says why when it is not OK. */
 int engine_client_run(const struct engine_opts *o, struct engine_stats *st, struct qs_err *err);
 
-/* Runs the peer side on the control channel fds (qsync --server). Returns an engine_exit code. */
+/* Where the SSH connection of a peer session came in: the QUIC port listens on local's IP (and nowhere
+ * else) and admits handshakes only from peer's IP (peer_len 0: from anywhere). Ports are ignored. */
+struct engine_addrs {
+	struct sockaddr_storage local, peer;
+	socklen_t local_len, peer_len;
+};
+
+/* Parses a numeric IPv4 or IPv6 address into ss (port 0). Returns 0 or -EINVAL. */
+int engine_addr_parse(const char *ip, struct sockaddr_storage *ss, socklen_t *len);
+
+/* Runs the peer side of one session on control channel c (which the caller still owns and finishes).
+ * Returns an engine_exit code; err says why when it is not OK. */
+int engine_server_session(struct net_ctl_chan *c, const struct engine_addrs *addrs, int verbose,
+                          struct qs_err *err);
+
+/* qsync --server: engine_server_session on the fds (stdin/stdout under sshd), with the addresses from
+ * SSH_CONNECTION (loopback without it). Returns an engine_exit code. */
 int engine_server_run(int in_fd, int out_fd, int verbose, struct qs_err *err);
 
 #endif

@@ -525,38 +525,68 @@ static void catch_stop_signals(void)
 /* From SSH_CONNECTION ("cip cport sip sport"): the local address sshd accepted us on, so the QUIC port
  * listens where SSH does and nowhere else, and the client's address, the only one allowed to dial it.
  * Without it (local mode) loopback for both. */
-static void bind_addr(char *out, size_t cap, struct sockaddr_storage *client, socklen_t *clientlen)
+static void ssh_connection_addrs(struct engine_addrs *a)
 {
 	const char *sc = getenv("SSH_CONNECTION");
-	char a[64], b[64], c[64], d[64];
-	struct sockaddr_in *v4 = (struct sockaddr_in *)client;
-	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)client;
-	memset(client, 0, sizeof(*client));
-	if (sc && sscanf(sc, "%63s %63s %63s %63s", a, b, c, d) == 4) {
-		struct in6_addr tmp;
-		if (inet_pton(AF_INET, c, &tmp) == 1 || inet_pton(AF_INET6, c, &tmp) == 1) {
-			snprintf(out, cap, "%s", c);
-			if (inet_pton(AF_INET, a, &v4->sin_addr) == 1) {
-				v4->sin_family = AF_INET;
-				*clientlen = sizeof(*v4);
-			} else if (inet_pton(AF_INET6, a, &v6->sin6_addr) == 1) {
-				v6->sin6_family = AF_INET6;
-				*clientlen = sizeof(*v6);
-			} else {
-				*clientlen = 0;
-			}
-			return;
-		}
+	char ca[64], cp[64], sa[64], sp[64];
+	memset(a, 0, sizeof(*a));
+	if (sc && sscanf(sc, "%63s %63s %63s %63s", ca, cp, sa, sp) == 4 &&
+	    engine_addr_parse(sa, &a->local, &a->local_len) == 0) {
+		if (engine_addr_parse(ca, &a->peer, &a->peer_len) < 0)
+			a->peer_len = 0;
+		return;
 	}
-	snprintf(out, cap, "127.0.0.1");
-	v4->sin_family = AF_INET;
-	v4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	*clientlen = sizeof(*v4);
+	engine_addr_parse("127.0.0.1", &a->local, &a->local_len);
+	engine_addr_parse("127.0.0.1", &a->peer, &a->peer_len);
+}
+
+int engine_addr_parse(const char *ip, struct sockaddr_storage *ss, socklen_t *len)
+{
+	struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1) {
+		v4->sin_family = AF_INET;
+		*len = sizeof(*v4);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1) {
+		v6->sin6_family = AF_INET6;
+		*len = sizeof(*v6);
+		return 0;
+	}
+	*len = 0;
+	return -EINVAL;
+}
+
+/* The numeric address of a, without the port ("" when it is not IP). */
+static void addr_string(const struct sockaddr_storage *a, char *out, size_t cap)
+{
+	out[0] = '\0';
+	if (a->ss_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, out, (socklen_t)cap);
+	else if (a->ss_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)a)->sin6_addr, out, (socklen_t)cap);
 }
 
 int engine_server_run(int in_fd, int out_fd, int verbose, struct qs_err *err)
 {
 	struct net_ctl_chan *c = NULL;
+	struct engine_addrs a;
+	if (net_ctl_chan_fds(in_fd, out_fd, &c) < 0) {
+		qs_err_set(err, -ENOMEM, "cannot set up the control channel");
+		return ENGINE_EXIT_START;
+	}
+	ssh_connection_addrs(&a);
+	int code = engine_server_session(c, &a, verbose, err);
+	int ignored_status;
+	net_ctl_chan_finish(c, &ignored_status);
+	return code;
+}
+
+int engine_server_session(struct net_ctl_chan *c, const struct engine_addrs *addrs, int verbose,
+                          struct qs_err *err)
+{
 	struct net_quic *q = NULL;
 	struct receiver r = {.rootfd = -1, .verbose = verbose};
 	struct net_ctl_msg *m = calloc(1, sizeof(*m));
@@ -569,11 +599,6 @@ int engine_server_run(int in_fd, int out_fd, int verbose, struct qs_err *err)
 	catch_stop_signals();
 	if (!m)
 		return qs_err_set(err, -ENOMEM, "out of memory"), ENGINE_EXIT_START;
-	if (net_ctl_chan_fds(in_fd, out_fd, &c) < 0) {
-		qs_err_set(err, -ENOMEM, "cannot set up the control channel");
-		code = ENGINE_EXIT_START;
-		goto out;
-	}
 	if ((rc = expect(c, NET_CTL_HELLO, m, ENGINE_CTL_TIMEOUT_MS, err)) < 0) {
 		code = ENGINE_EXIT_START;
 		goto out;
@@ -615,14 +640,12 @@ int engine_server_run(int in_fd, int out_fd, int verbose, struct qs_err *err)
 	cb.ctx = &r;
 	char ip[64];
 	uint16_t port = 0;
-	struct sockaddr_storage client;
-	socklen_t clientlen = 0;
-	bind_addr(ip, sizeof(ip), &client, &clientlen);
+	addr_string(&addrs->local, ip, sizeof(ip));
 	rc = net_quic_server_new(ip, &port, conn_id, psk, &qc, &cb, &q, err);
 	explicit_bzero(psk, sizeof(psk));
 	/* Only the host that reached us over SSH may start the QUIC handshake. */
-	if (rc == 0 && clientlen > 0)
-		net_quic_server_allow(q, (struct sockaddr *)&client, clientlen);
+	if (rc == 0 && addrs->peer_len > 0)
+		net_quic_server_allow(q, (const struct sockaddr *)&addrs->peer, addrs->peer_len);
 	if (rc < 0) {
 		send_error(c, "QUIC_UNAVAILABLE", err->msg);
 		code = ENGINE_EXIT_NET;
@@ -724,8 +747,6 @@ out:
 	r.q = NULL;
 	r.ctl = NULL;
 	receiver_free(&r);
-	int ignored_status;
-	net_ctl_chan_finish(c, &ignored_status);
 	explicit_bzero(psk, sizeof(psk));
 	if (m)
 		explicit_bzero(m, sizeof(*m)); /* it may have carried the secret */
