@@ -94,6 +94,9 @@ struct rcv_report {
 
 #define RCV_MAX_DIR_BYTES (256u << 20) /* directory bookkeeping a sender may make us hold */
 #define RCV_MAX_REPORTS   1024         /* queued error reports; more are counted, not queued */
+#define RCV_WBUF_BIG      (256u << 10) /* write buffer of a file larger than this */
+#define RCV_WBUF_BUDGET   (64u << 20)  /* all write buffers together */
+#define RCV_WBUF_FREE_MAX 64           /* idle big buffers kept for reuse */
 
 struct receiver {
 	int rootfd;
@@ -111,6 +114,9 @@ struct receiver {
 	bool root_seen;
 	uint64_t ok, failed, bytes, closed;
 	int verbose;
+	size_t wbuf_bytes; /* held by streams now */
+	uint8_t *wfree[RCV_WBUF_FREE_MAX];
+	size_t n_wfree;
 };
 
 /* Opens (creating the last level if needed) the destination described by sync_start. */

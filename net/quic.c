@@ -1480,10 +1480,14 @@ static int tx_write(struct net_quic *q, uint64_t ts)
 				}
 			}
 			if (n == NGTCP2_ERR_WRITE_MORE) {
-				if (ndata <= 0)
+				/* The packet has room: the same stream goes on filling it while it has bytes
+				 * (first come, first served); one that made no progress lets the next one
+				 * try. */
+				if (ndata <= 0) {
 					stall++;
-				if (s && s->in_ring && q->ring == s)
-					q->ring = s->rnext; /* round robin: next stream fills the rest */
+					if (s && s->in_ring && q->ring == s)
+						q->ring = s->rnext;
+				}
 				continue;
 			}
 			if (n == NGTCP2_ERR_STREAM_DATA_BLOCKED && s) {
@@ -1501,8 +1505,6 @@ static int tx_write(struct net_quic *q, uint64_t ts)
 				rv = conn_fail(q, (int)n, ts);
 				goto out;
 			}
-			if (s && s->in_ring && q->ring == s)
-				q->ring = s->rnext;
 			break;
 		}
 		if (n == 0)
