@@ -10,6 +10,7 @@
 
 #include "engine/engine.h"
 #include "net/control.h"
+#include "net/dp.h"
 #include "net/quic.h"
 #include "net/stream.h"
 
@@ -47,7 +48,7 @@ struct snd_root {
 struct sender {
 	const struct engine_opts *o;
 	struct engine_stats *st;
-	struct net_quic *q;
+	struct net_dp dp; /* where streams are opened */
 	struct snd_entry *ents;
 	size_t n, cap;
 	size_t next; /* next entry to open a stream for */
@@ -71,7 +72,7 @@ bool sender_done(const struct sender *s);
 
 void sender_free(struct sender *s);
 
-extern const struct net_quic_cb sender_quic_cb_template;
+extern const struct net_dp_cb sender_dp_cb_template;
 
 /* ---- receiver ---- */
 
@@ -106,7 +107,7 @@ struct receiver {
 	bool perms, times, owner, group, do_fsync;
 	mode_t umask;
 	struct net_ctl_chan *ctl;
-	struct net_quic *q;
+	struct net_dp dp; /* where the sender's streams arrive */
 	struct rcv_dirfix *dirs;
 	size_t n_dirs, cap_dirs, dir_bytes;
 	struct rcv_report reports[RCV_MAX_REPORTS];
@@ -130,6 +131,6 @@ int receiver_finish(struct receiver *r, struct qs_err *err);
 
 void receiver_free(struct receiver *r);
 
-extern const struct net_quic_cb receiver_quic_cb_template;
+extern const struct net_dp_cb receiver_dp_cb_template;
 
 #endif

@@ -63,7 +63,7 @@ static void queue_ack(struct rcv_job *j, uint8_t status, const char *msg)
 	j->ack_len = n > 0 ? (size_t)n : 0;
 	j->ack_off = 0;
 	j->ack_ready = true;
-	net_quic_stream_resume(j->r->q, j->sid);
+	net_dp_stream_resume(&j->r->dp, j->sid);
 }
 
 /* Write buffers: a file that fits gets one of its own size (one write in all); larger ones share
@@ -481,7 +481,7 @@ static void rcv_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 	free(j);
 }
 
-const struct net_quic_cb receiver_quic_cb_template = {
+const struct net_dp_cb receiver_dp_cb_template = {
     .recv = rcv_recv,
     .fill = rcv_fill,
     .closed = rcv_closed,

@@ -328,14 +328,14 @@ int sender_pump(struct sender *s, struct qs_err *err)
 		int rc = job_new(s, s->next, &j, err);
 		if (rc < 0)
 			return rc;
-		rc = net_quic_stream_open(s->q, j, &j->sid);
+		rc = net_dp_stream_open(&s->dp, j, &j->sid);
 		if (rc == -EAGAIN) {
 			job_free(j);
 			return 0;
 		}
 		if (rc < 0) {
 			job_free(j);
-			return qs_err_set(err, rc, "cannot open a QUIC stream: %s", strerror(-rc));
+			return qs_err_set(err, rc, "cannot open a stream: %s", strerror(-rc));
 		}
 		s->next++;
 		s->in_flight++;
@@ -519,7 +519,7 @@ static void snd_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 	job_free(j);
 }
 
-const struct net_quic_cb sender_quic_cb_template = {
+const struct net_dp_cb sender_dp_cb_template = {
     .recv = snd_recv,
     .fill = snd_fill,
     .closed = snd_closed,

@@ -117,19 +117,21 @@ static int send_error(struct net_ctl_chan *c, const char *code, const char *msg)
 	return rc;
 }
 
-/* Polls the control channel and the QUIC socket once, processes QUIC, and returns. */
-static int poll_once(struct net_ctl_chan *c, struct net_quic *q, int max_ms, struct qs_err *err)
+/* Polls the control channel and the data plane once, processes the data plane, and returns. */
+static int poll_once(struct net_ctl_chan *c, const struct net_dp *dp, int max_ms, struct qs_err *err)
 {
 	struct pollfd p[2];
 	int n = 0;
 	int tmo = max_ms;
-	if (q) {
-		int t = net_quic_timeout_ms(q);
+	if (dp) {
+		int t = net_dp_timeout_ms(dp);
 		if (t >= 0 && t < tmo)
 			tmo = t;
-		p[n].fd = net_quic_fd(q);
-		p[n].events = POLLIN;
-		n++;
+		if (net_dp_fd(dp) >= 0) {
+			p[n].fd = net_dp_fd(dp);
+			p[n].events = POLLIN;
+			n++;
+		}
 	}
 	if (c && net_ctl_pending(c))
 		tmo = 0;
@@ -140,8 +142,8 @@ static int poll_once(struct net_ctl_chan *c, struct net_quic *q, int max_ms, str
 	}
 	if (poll(p, (nfds_t)n, tmo) < 0 && errno != EINTR)
 		return qs_err_set(err, -errno, "poll: %s", strerror(errno));
-	if (q)
-		return net_quic_process(q, err);
+	if (dp)
+		return net_dp_process(dp, err);
 	return 0;
 }
 
@@ -376,7 +378,7 @@ int engine_client_run(const struct engine_opts *o, struct engine_stats *st, stru
 	qc.cc = o->cc == ENGINE_CC_CUBIC ? NET_QUIC_CC_CUBIC
 	        : o->cc == ENGINE_CC_BBR ? NET_QUIC_CC_BBR
 	                                 : NET_QUIC_CC_BBR2;
-	struct net_quic_cb cb = sender_quic_cb_template;
+	struct net_dp_cb cb = sender_dp_cb_template;
 	cb.ctx = &snd;
 	rc = net_quic_client_new((struct sockaddr *)&cl.peer, cl.peerlen, conn_id, psk, &qc, &cb, &q, err);
 	explicit_bzero(psk, sizeof(psk));
@@ -384,7 +386,7 @@ int engine_client_run(const struct engine_opts *o, struct engine_stats *st, stru
 		code = ENGINE_EXIT_NET;
 		goto out;
 	}
-	snd.q = q;
+	net_quic_as_dp(q, &snd.dp);
 
 	/* the transfer */
 	t0 = engine_now_ns();
@@ -395,7 +397,7 @@ int engine_client_run(const struct engine_opts *o, struct engine_stats *st, stru
 		if (mark != moved_mark) {
 			moved_mark = mark;
 			moved_at = now;
-		} else if (net_quic_handshake_done(q) &&
+		} else if (net_dp_ready(&snd.dp) &&
 		           now - moved_at > (uint64_t)o->ctl_timeout_ms * 1000000ull) {
 			qs_err_set(err, -ETIMEDOUT,
 			           "no progress for %u s (the receiver stopped confirming files)",
@@ -403,7 +405,7 @@ int engine_client_run(const struct engine_opts *o, struct engine_stats *st, stru
 			code = ENGINE_EXIT_TIMEOUT;
 			goto out;
 		}
-		if ((rc = poll_once(cl.ctl, q, 100, err)) < 0) {
+		if ((rc = poll_once(cl.ctl, &snd.dp, 100, err)) < 0) {
 			code = rc == -ETIMEDOUT ? ENGINE_EXIT_TIMEOUT : ENGINE_EXIT_NET;
 			goto out;
 		}
@@ -411,11 +413,11 @@ int engine_client_run(const struct engine_opts *o, struct engine_stats *st, stru
 			code = ENGINE_EXIT_STREAM;
 			goto out;
 		}
-		if (net_quic_handshake_done(q) && (rc = sender_pump(&snd, err)) < 0) {
+		if (net_dp_ready(&snd.dp) && (rc = sender_pump(&snd, err)) < 0) {
 			code = ENGINE_EXIT_NET;
 			goto out;
 		}
-		if ((rc = net_quic_process(q, err)) < 0) {
+		if ((rc = net_dp_process(&snd.dp, err)) < 0) {
 			code = ENGINE_EXIT_NET;
 			goto out;
 		}
@@ -457,7 +459,7 @@ int engine_client_run(const struct engine_opts *o, struct engine_stats *st, stru
 			code = ENGINE_EXIT_TIMEOUT;
 			goto out;
 		}
-		if (rc == 0 && (rc = poll_once(cl.ctl, q, 100, err)) < 0 && rc != -ECONNABORTED) {
+		if (rc == 0 && (rc = poll_once(cl.ctl, &snd.dp, 100, err)) < 0 && rc != -ECONNABORTED) {
 			code = ENGINE_EXIT_NET;
 			goto out;
 		}
@@ -636,7 +638,7 @@ int engine_server_session(struct net_ctl_chan *c, const struct engine_addrs *add
 	struct net_quic_cfg qc;
 	net_quic_cfg_default(&qc);
 	qc.max_streams = max_streams;
-	struct net_quic_cb cb = receiver_quic_cb_template;
+	struct net_dp_cb cb = receiver_dp_cb_template;
 	cb.ctx = &r;
 	char ip[64];
 	uint16_t port = 0;
@@ -651,7 +653,7 @@ int engine_server_session(struct net_ctl_chan *c, const struct engine_addrs *add
 		code = ENGINE_EXIT_NET;
 		goto out;
 	}
-	r.q = q;
+	net_quic_as_dp(q, &r.dp);
 	r.ctl = c;
 	memset(m, 0, sizeof(*m));
 	m->type = NET_CTL_QUIC_READY;
@@ -686,7 +688,7 @@ int engine_server_session(struct net_ctl_chan *c, const struct engine_addrs *add
 			code = ENGINE_EXIT_SIGNAL;
 			goto out;
 		}
-		rc = poll_once(c, q, 200, err);
+		rc = poll_once(c, q ? &r.dp : NULL, 200, err);
 		receiver_flush_reports(&r);
 		if (rc < 0 && !(rc == -ECONNABORTED && completing)) {
 			code = rc == -ETIMEDOUT ? ENGINE_EXIT_TIMEOUT : ENGINE_EXIT_NET;
@@ -744,7 +746,6 @@ out:
 		net_quic_close(q);
 		net_quic_free(q);
 	}
-	r.q = NULL;
 	r.ctl = NULL;
 	receiver_free(&r);
 	explicit_bzero(psk, sizeof(psk));

@@ -109,7 +109,7 @@ struct net_quic {
 	gnutls_psk_client_credentials_t ccred;
 	gnutls_psk_server_credentials_t scred;
 	struct net_quic_cfg cfg;
-	struct net_quic_cb cb;
+	struct net_dp_cb cb;
 	char id[ID_MAX + 1];
 	size_t idlen;
 	uint8_t psk[NET_QUIC_PSK_LEN];
@@ -1530,7 +1530,7 @@ out:
 
 /* ---- public ---- */
 
-static int check_args(const char *id, const uint8_t *psk, const struct net_quic_cb *cb, struct net_quic **out,
+static int check_args(const char *id, const uint8_t *psk, const struct net_dp_cb *cb, struct net_quic **out,
                       struct qs_err *err)
 {
 	size_t n;
@@ -1544,7 +1544,7 @@ static int check_args(const char *id, const uint8_t *psk, const struct net_quic_
 }
 
 static struct net_quic *quic_alloc(const char *id, const uint8_t *psk, const struct net_quic_cfg *cfg,
-                                   const struct net_quic_cb *cb, int server)
+                                   const struct net_dp_cb *cb, int server)
 {
 	struct net_quic *q = calloc(1, sizeof(*q));
 
@@ -1570,7 +1570,7 @@ static struct net_quic *quic_alloc(const char *id, const uint8_t *psk, const str
 
 int net_quic_server_new(const char *bind_ip, uint16_t *port, const char *id,
                         const uint8_t psk[NET_QUIC_PSK_LEN], const struct net_quic_cfg *cfg,
-                        const struct net_quic_cb *cb, struct net_quic **out, struct qs_err *err)
+                        const struct net_dp_cb *cb, struct net_quic **out, struct qs_err *err)
 {
 	struct net_quic *q = NULL;
 	int rv;
@@ -1654,7 +1654,7 @@ int net_quic_server_allow(struct net_quic *q, const struct sockaddr *addr, sockl
 
 int net_quic_client_new(const struct sockaddr *peer, socklen_t peerlen, const char *id,
                         const uint8_t psk[NET_QUIC_PSK_LEN], const struct net_quic_cfg *cfg,
-                        const struct net_quic_cb *cb, struct net_quic **out, struct qs_err *err)
+                        const struct net_dp_cb *cb, struct net_quic **out, struct qs_err *err)
 {
 	struct net_quic *q = NULL;
 	ngtcp2_callbacks cbs;
@@ -1952,6 +1952,60 @@ void net_quic_free(struct net_quic *q)
 	free(q->htab);
 	gnutls_memset(q->psk, 0, sizeof(q->psk));
 	free(q);
+}
+
+/* ---- as a data plane (net/dp.h) ---- */
+
+static int dp_fd(const void *impl)
+{
+	return net_quic_fd(impl);
+}
+
+static int dp_timeout_ms(const void *impl)
+{
+	return net_quic_timeout_ms(impl);
+}
+
+static int dp_process(void *impl, struct qs_err *err)
+{
+	return net_quic_process(impl, err);
+}
+
+static int dp_ready(const void *impl)
+{
+	return net_quic_handshake_done(impl);
+}
+
+static int dp_stream_open(void *impl, void *user, int64_t *sid)
+{
+	return net_quic_stream_open(impl, user, sid);
+}
+
+static int dp_stream_resume(void *impl, int64_t sid)
+{
+	return net_quic_stream_resume(impl, sid);
+}
+
+static int dp_stream_reset(void *impl, int64_t sid, uint64_t app_error)
+{
+	return net_quic_stream_reset(impl, sid, app_error);
+}
+
+static const struct net_dp_ops quic_dp_ops = {
+    .fd = dp_fd,
+    .timeout_ms = dp_timeout_ms,
+    .process = dp_process,
+    .ready = dp_ready,
+    .stream_open = dp_stream_open,
+    .stream_resume = dp_stream_resume,
+    .stream_reset = dp_stream_reset,
+};
+
+void net_quic_as_dp(struct net_quic *q, struct net_dp *out)
+{
+	out->ops = &quic_dp_ops;
+	out->impl = q;
+	out->name = "quic";
 }
 
 #ifdef QS_TESTING

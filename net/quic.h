@@ -13,6 +13,7 @@
 #include <sys/types.h>
 
 #include "common/err.h"
+#include "net/dp.h"
 
 #define NET_QUIC_PSK_LEN     32
 #define NET_QUIC_ALPN        "qsync/1"
@@ -40,22 +41,6 @@ struct net_quic_cfg {
  * BBRv2). */
 void net_quic_cfg_default(struct net_quic_cfg *c);
 
-struct net_quic_cb {
-	void *ctx;
-	/* Bytes arrived on stream sid, in order. *user is NULL on the first call for a stream the peer
-	 * opened; the callee may set it, and it is passed back on later calls. fin=1 with the last bytes
-	 * (len may be 0). Return 0, or a negative errno to reset the stream (the peer sees it as an error).
-	 */
-	int (*recv)(void *ctx, int64_t sid, void **user, const uint8_t *data, size_t len, int fin);
-	/* The stream may send: write up to cap bytes of its payload into buf and return how many; set *fin
-	 * to 1 when these are the last. Return 0 with *fin 0 when there is nothing to send right now: the
-	 * stream then sleeps until net_quic_stream_resume(). Negative errno resets the stream. */
-	ssize_t (*fill)(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t cap, int *fin);
-	/* The stream is finished in both directions (app_error 0), or was reset by either side (app_error
-	 * non-zero). sid is gone after this returns; user is the owner's to free. */
-	void (*closed)(void *ctx, int64_t sid, void *user, uint64_t app_error);
-};
-
 struct net_quic;
 
 /* Peer role (QUIC server): binds a UDP socket on bind_ip (port *port, 0 = ephemeral; the bound port is
@@ -67,7 +52,7 @@ struct net_quic;
  * GnuTLS credentials are wiped and freed as soon as the connection is accepted (or on free). */
 int net_quic_server_new(const char *bind_ip, uint16_t *port, const char *id,
                         const uint8_t psk[NET_QUIC_PSK_LEN], const struct net_quic_cfg *cfg,
-                        const struct net_quic_cb *cb, struct net_quic **out, struct qs_err *err);
+                        const struct net_dp_cb *cb, struct net_quic **out, struct qs_err *err);
 
 /* Server only: from now on datagrams (Initials included) whose source IP differs from addr's IP are
  * ignored without an answer; the port is not compared (the client's port is unknown). An IPv4 address
@@ -82,7 +67,7 @@ int net_quic_server_allow(struct net_quic *q, const struct sockaddr *addr, sockl
  * copied; the copy is wiped (and the GnuTLS credentials freed) once the handshake completes, or on free. */
 int net_quic_client_new(const struct sockaddr *peer, socklen_t peerlen, const char *id,
                         const uint8_t psk[NET_QUIC_PSK_LEN], const struct net_quic_cfg *cfg,
-                        const struct net_quic_cb *cb, struct net_quic **out, struct qs_err *err);
+                        const struct net_dp_cb *cb, struct net_quic **out, struct qs_err *err);
 
 /* The UDP socket to poll for POLLIN, and ms until the next timer (0 = now, -1 none). */
 int net_quic_fd(const struct net_quic *q);
@@ -122,5 +107,8 @@ int net_quic_close(struct net_quic *q);
 
 /* Frees everything; wipes the secret if it is still held. q may be NULL. */
 void net_quic_free(struct net_quic *q);
+
+/* q as a data plane (net/dp.h), named "quic"; q still belongs to the caller. */
+void net_quic_as_dp(struct net_quic *q, struct net_dp *out);
 
 #endif

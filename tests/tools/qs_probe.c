@@ -268,7 +268,7 @@ int main(int argc, char **argv)
 	struct net_quic_cfg qc;
 	net_quic_cfg_default(&qc);
 	qc.handshake_timeout_ms = 3000;
-	struct net_quic_cb cb = {.ctx = NULL, .recv = p_recv, .fill = p_fill, .closed = p_closed};
+	struct net_dp_cb cb = {.ctx = NULL, .recv = p_recv, .fill = p_fill, .closed = p_closed};
 	struct net_quic *q = NULL;
 	int rc;
 

@@ -198,9 +198,9 @@ static void plain_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 	p->last_app_error = app_error;
 }
 
-static struct net_quic_cb plain_cb(struct plain *p)
+static struct net_dp_cb plain_cb(struct plain *p)
 {
-	struct net_quic_cb cb = {p, plain_recv, plain_fill, plain_closed};
+	struct net_dp_cb cb = {p, plain_recv, plain_fill, plain_closed};
 	return cb;
 }
 
@@ -233,7 +233,7 @@ static int server_failed(void *arg)
 }
 
 static int client_new(struct end *c, uint16_t port, const char *id, const uint8_t *key,
-                      const struct net_quic_cfg *cfg, struct net_quic_cb *cb)
+                      const struct net_quic_cfg *cfg, struct net_dp_cb *cb)
 {
 	struct sockaddr_in a = loopback(port);
 	memset(c, 0, sizeof(*c));
@@ -250,7 +250,7 @@ static int e_done(void *arg)
 static void test_handshake_ok(void)
 {
 	struct plain ps = {0}, pc = {0};
-	struct net_quic_cb scb = plain_cb(&ps), ccb = plain_cb(&pc);
+	struct net_dp_cb scb = plain_cb(&ps), ccb = plain_cb(&pc);
 	struct end s = {0}, c = {0};
 	struct end *e[2] = {&s, &c};
 	uint16_t port = 0;
@@ -302,7 +302,7 @@ static void test_wrong_secret_then_right(void)
 {
 	double t0;
 	struct plain ps = {0}, pc = {0};
-	struct net_quic_cb scb = plain_cb(&ps), ccb = plain_cb(&pc);
+	struct net_dp_cb scb = plain_cb(&ps), ccb = plain_cb(&pc);
 	struct end s = {0}, c = {0};
 	struct end *e[2] = {&s, &c};
 	uint16_t port = 0;
@@ -334,7 +334,7 @@ static void test_wrong_secret_then_right(void)
 static void test_wrong_id(void)
 {
 	struct plain ps = {0}, pc = {0};
-	struct net_quic_cb scb = plain_cb(&ps), ccb = plain_cb(&pc);
+	struct net_dp_cb scb = plain_cb(&ps), ccb = plain_cb(&pc);
 	struct end s = {0}, c = {0};
 	struct end *e[2] = {&s, &c};
 	uint16_t port = 0;
@@ -512,7 +512,7 @@ static int x_done(void *arg)
 static void test_transfer(void)
 {
 	struct xfer *x = calloc(1, sizeof(*x));
-	struct net_quic_cb scb = {x, s_recv, s_fill, s_closed}, ccb = {x, c_recv, c_fill, c_closed};
+	struct net_dp_cb scb = {x, s_recv, s_fill, s_closed}, ccb = {x, c_recv, c_fill, c_closed};
 	struct net_quic_cfg cfg;
 	struct end s = {0}, c = {0};
 	struct end *e[2] = {&s, &c};
@@ -589,7 +589,7 @@ static void test_reset(void)
 {
 	struct plain ps = {0}, pc = {0};
 	struct plain *pp[2] = {&ps, &pc};
-	struct net_quic_cb scb = plain_cb(&ps), ccb = plain_cb(&pc);
+	struct net_dp_cb scb = plain_cb(&ps), ccb = plain_cb(&pc);
 	struct end s = {0}, c = {0};
 	struct end *e[2] = {&s, &c};
 	uint16_t port = 0;
@@ -630,7 +630,7 @@ static void test_reset(void)
 static void test_idle(void)
 {
 	struct plain ps = {0}, pc = {0};
-	struct net_quic_cb scb = plain_cb(&ps), ccb = plain_cb(&pc);
+	struct net_dp_cb scb = plain_cb(&ps), ccb = plain_cb(&pc);
 	struct net_quic_cfg cfg;
 	struct end s = {0}, c = {0};
 	struct end *e[2] = {&s, &c};
@@ -667,12 +667,12 @@ static void test_idle(void)
 static void test_handshake_timeout(void)
 {
 	struct plain pc = {0};
-	struct net_quic_cb ccb = plain_cb(&pc);
+	struct net_dp_cb ccb = plain_cb(&pc);
 	struct net_quic_cfg cfg;
 	struct end c = {0};
 	struct end *e[2] = {NULL, &c};
 	struct plain ps = {0};
-	struct net_quic_cb scb = plain_cb(&ps);
+	struct net_dp_cb scb = plain_cb(&ps);
 	struct net_quic *hold = NULL;
 	uint16_t port = 0;
 	uint64_t t0;
@@ -721,7 +721,7 @@ static int udp_on(const char *ip)
 static size_t capture_initial(int sock, const uint8_t *key, uint8_t *buf, size_t cap)
 {
 	struct plain p = {0};
-	struct net_quic_cb cb = plain_cb(&p);
+	struct net_dp_cb cb = plain_cb(&p);
 	struct sockaddr_in a;
 	socklen_t alen = sizeof(a);
 	struct net_quic *q = NULL;
@@ -770,7 +770,7 @@ static int pump(struct end *s, int sock, unsigned ms)
 static void test_hijack(void)
 {
 	struct plain ps = {0}, pc = {0}, pb = {0};
-	struct net_quic_cb scb = plain_cb(&ps), ccb = plain_cb(&pc), bcb = plain_cb(&pb);
+	struct net_dp_cb scb = plain_cb(&ps), ccb = plain_cb(&pc), bcb = plain_cb(&pb);
 	struct end s = {0}, c = {0}, bad = {0};
 	struct end *e[2] = {&s, &c}, *eb[2] = {NULL, &bad};
 	uint8_t pkt[2048];
@@ -859,7 +859,7 @@ static void relay_run_tick(void *arg)
 static void test_replay_race(void)
 {
 	struct plain ps = {0}, pc = {0};
-	struct net_quic_cb scb = plain_cb(&ps), ccb = plain_cb(&pc);
+	struct net_dp_cb scb = plain_cb(&ps), ccb = plain_cb(&pc);
 	struct end s = {0}, c = {0};
 	struct relay r = {0};
 	struct relay_run rr = {{&s, &c}, &r};
@@ -904,7 +904,7 @@ static void test_replay_race(void)
 static void test_flood_and_attempt_timeout(void)
 {
 	struct plain ps = {0}, pc = {0};
-	struct net_quic_cb scb = plain_cb(&ps), ccb = plain_cb(&pc);
+	struct net_dp_cb scb = plain_cb(&ps), ccb = plain_cb(&pc);
 	struct net_quic_cfg cfg;
 	struct end s = {0}, c = {0};
 	struct end *e[2] = {&s, &c};
@@ -958,7 +958,7 @@ static void test_flood_and_attempt_timeout(void)
 static void test_allow(void)
 {
 	struct plain ps = {0}, pc = {0};
-	struct net_quic_cb scb = plain_cb(&ps), ccb = plain_cb(&pc);
+	struct net_dp_cb scb = plain_cb(&ps), ccb = plain_cb(&pc);
 	struct end s = {0}, c = {0};
 	struct end *e[2] = {&s, &c};
 	struct sockaddr_in lo = addr4("127.0.0.1", 9); /* the port is not compared */
@@ -1017,7 +1017,7 @@ static void test_secret_wiped(void)
 {
 	struct plain ps = {0}, pc = {0};
 	struct plain *pp[2] = {&ps, &pc};
-	struct net_quic_cb scb = plain_cb(&ps), ccb = plain_cb(&pc);
+	struct net_dp_cb scb = plain_cb(&ps), ccb = plain_cb(&pc);
 	struct end s = {0}, c = {0};
 	struct end *e[2] = {&s, &c};
 	uint16_t port = 0;
