@@ -45,7 +45,11 @@ static const char *const type_names[] = {
     [NET_CTL_SYNC_COMPLETE] = "sync_complete",
     [NET_CTL_ACK_COMPLETE] = "ack_complete",
     [NET_CTL_BYE] = "bye",
+    [NET_CTL_DATA_PATH] = "data_path",
+    [NET_CTL_DATA_PATH_ACK] = "data_path_ack",
 };
+
+static const char *const path_names[] = {[NET_CTL_PATH_QUIC] = "quic", [NET_CTL_PATH_SSH] = "ssh"};
 #define N_TYPES (sizeof(type_names) / sizeof(type_names[0]))
 
 const char *net_ctl_type_name(enum net_ctl_type t)
@@ -718,7 +722,8 @@ static int parse_hello(const struct pctx *p, struct net_ctl_hello *h, bool ack)
 		return 0;
 	uint64_t port = 0;
 	if ((rc = get_bool(p, 0, "quic_available", &h->quic_available)) < 0 ||
-	    (rc = get_uint(p, 0, "quic_port", false, 65535, &port)) < 0)
+	    (rc = get_uint(p, 0, "quic_port", false, 65535, &port)) < 0 ||
+	    (rc = get_u32(p, 0, "max_streams", false, &h->max_streams)) < 0)
 		return rc;
 	h->quic_port = (uint32_t)port;
 	return 0;
@@ -779,11 +784,36 @@ static int parse_quic_ready(struct pctx *p, struct net_ctl_quic_ready *q)
 	return 0;
 }
 
+/* A data path name: "quic" or "ssh". A missing optional field leaves *out as it is. */
+static int get_path(const struct pctx *p, const char *name, bool required, enum net_ctl_path *out)
+{
+	char buf[16];
+	int rc = get_str(p, 0, name, required, buf, sizeof(buf));
+	if (rc <= 0)
+		return rc;
+	for (size_t i = 0; i < sizeof(path_names) / sizeof(path_names[0]); i++)
+		if (strcmp(buf, path_names[i]) == 0) {
+			*out = (enum net_ctl_path)i;
+			return 1;
+		}
+	return mistyped(p, name, "\"quic\" or \"ssh\"");
+}
+
+static int parse_data_path(const struct pctx *p, struct net_ctl_data_path *d)
+{
+	int rc;
+	if ((rc = get_path(p, "path", true, &d->path)) < 0 ||
+	    (rc = get_str(p, 0, "reason", false, d->reason, sizeof(d->reason))) < 0)
+		return rc;
+	return 0;
+}
+
 static int parse_sync_start(struct pctx *p, struct net_ctl_sync_start *s)
 {
 	int rc, o;
 	if ((rc = get_str(p, 0, "destination", true, s->destination, sizeof(s->destination))) < 0 ||
 	    (rc = get_str(p, 0, "source", false, s->source, sizeof(s->source))) < 0 ||
+	    (rc = get_path(p, "data_path", false, &s->data_path)) < 0 ||
 	    (rc = get_object(p, 0, "options", false, &o)) < 0)
 		return rc;
 	if (rc == 0)
@@ -967,6 +997,10 @@ int net_ctl_parse(const char *line, size_t len, struct net_ctl_msg *out, struct 
 	case NET_CTL_ACK_COMPLETE:
 		rc = parse_ack_complete(&p, &out->u.ack_complete);
 		break;
+	case NET_CTL_DATA_PATH:
+	case NET_CTL_DATA_PATH_ACK:
+		rc = parse_data_path(&p, &out->u.data_path);
+		break;
 	case NET_CTL_BYE:
 	default:
 		rc = 0;
@@ -1110,6 +1144,8 @@ ssize_t net_ctl_emit(const struct net_ctl_msg *m, char *buf, size_t cap)
 			jw_bool(&w, "quic_available", h->quic_available);
 			if (h->quic_port)
 				jw_u64(&w, "quic_port", h->quic_port);
+			if (h->max_streams)
+				jw_u64(&w, "max_streams", h->max_streams);
 		}
 		break;
 	}
@@ -1142,6 +1178,10 @@ ssize_t net_ctl_emit(const struct net_ctl_msg *m, char *buf, size_t cap)
 		const struct net_ctl_sync_start *s = &m->u.sync_start;
 		JW_STR_OPT(&w, "source", s->source);
 		JW_STR(&w, "destination", s->destination);
+		if (s->data_path != NET_CTL_PATH_QUIC) {
+			jw_key(&w, "data_path");
+			jw_str(&w, path_names[s->data_path], SIZE_MAX);
+		}
 		jw_key(&w, "options");
 		jw_open(&w);
 		jw_bool(&w, "preserve_permissions", s->preserve_permissions);
@@ -1192,6 +1232,14 @@ ssize_t net_ctl_emit(const struct net_ctl_msg *m, char *buf, size_t cap)
 		jw_u64(&w, "files_failed", a->files_failed);
 		jw_u64(&w, "bytes", a->bytes);
 		JW_STR_OPT(&w, "checksum", a->checksum);
+		break;
+	}
+	case NET_CTL_DATA_PATH:
+	case NET_CTL_DATA_PATH_ACK: {
+		const struct net_ctl_data_path *d = &m->u.data_path;
+		jw_key(&w, "path");
+		jw_str(&w, path_names[d->path], SIZE_MAX);
+		JW_STR_OPT(&w, "reason", d->reason);
 		break;
 	}
 	case NET_CTL_BYE:

@@ -31,6 +31,14 @@ enum net_ctl_type {
 	NET_CTL_SYNC_COMPLETE,
 	NET_CTL_ACK_COMPLETE,
 	NET_CTL_BYE,
+	NET_CTL_DATA_PATH,     /* client -> peer: carry the file data over SSH from here on */
+	NET_CTL_DATA_PATH_ACK, /* peer -> client: agreed; the last line before frames */
+};
+
+/* Where the file data travels. */
+enum net_ctl_path {
+	NET_CTL_PATH_QUIC = 0, /* "quic" (the default) */
+	NET_CTL_PATH_SSH,      /* "ssh": frames on this control channel (framed mode below) */
 };
 
 /* Capability bits; on the wire they are the strings in brackets. Unknown strings are ignored. */
@@ -40,8 +48,9 @@ enum net_ctl_type {
 struct net_ctl_hello {
 	char version[16];
 	uint32_t caps;
-	bool quic_available; /* hello-ack only (optional, default false) */
-	uint32_t quic_port;  /* hello-ack only (optional) */
+	bool quic_available;  /* hello-ack only (optional, default false) */
+	uint32_t quic_port;   /* hello-ack only (optional) */
+	uint32_t max_streams; /* hello-ack only (optional, 0 = not said): streams it takes at once */
 };
 
 /* quic_init, client -> peer. Required: connection_id, psk (base64 of 32 bytes), max_streams.
@@ -73,7 +82,15 @@ struct net_ctl_sync_start {
 	bool preserve_owner;
 	bool preserve_group;
 	bool recursive;
-	bool single_file; /* the only entry is a regular file named by destination itself */
+	bool single_file;            /* the only entry is a regular file named by destination itself */
+	enum net_ctl_path data_path; /* "data_path" (optional, default "quic"); "ssh": frames follow */
+};
+
+/* data_path, client -> peer. Required: path ("ssh"). reason optional: why (for the log). After this
+ * line the client sends nothing until data_path_ack; after data_path_ack both directions are framed. */
+struct net_ctl_data_path {
+	enum net_ctl_path path;
+	char reason[256];
 };
 
 /* progress. All fields optional (default 0). */
@@ -128,6 +145,7 @@ struct net_ctl_msg {
 		struct net_ctl_retry retry;
 		struct net_ctl_sync_complete sync_complete;
 		struct net_ctl_ack_complete ack_complete;
+		struct net_ctl_data_path data_path; /* DATA_PATH and DATA_PATH_ACK */
 	} u;
 };
 
@@ -191,6 +209,50 @@ int net_ctl_recv_wait(struct net_ctl_chan *c, struct net_ctl_msg *m, int timeout
  * the channel's own buffer, or data inside the transport). */
 int net_ctl_poll_fd(struct net_ctl_chan *c);
 int net_ctl_pending(struct net_ctl_chan *c);
+
+/* ---- framed mode: the SSH-only data path ------------------------------------------------------
+ * Once both sides have agreed to carry file data over the SSH connection (docs/PROTOCOL.md: sync_start
+ * with data_path "ssh", or data_path / data_path_ack), the channel carries frames instead of lines, in
+ * both directions:
+ *     u8 kind | varint sid | varint len | len bytes
+ * kind NET_CTL_FR_CTL holds one JSON message without its newline (sid 0, len <= NET_CTL_MAX_LINE) and
+ * goes on flowing through net_ctl_send / net_ctl_recv; the other kinds carry streams (net/mux.h) and are
+ * handed to a sink as they are read. */
+#define NET_CTL_MAX_FRAME     (64 * 1024) /* payload of a data frame */
+#define NET_CTL_FRAME_HDR_MAX (1 + 8 + 8) /* kind + two varints */
+
+enum net_ctl_frame_kind {
+	NET_CTL_FR_CTL = 0,   /* a control message */
+	NET_CTL_FR_DATA = 1,  /* stream bytes */
+	NET_CTL_FR_FIN = 2,   /* the stream's last bytes (len may be 0) */
+	NET_CTL_FR_RESET = 3, /* payload: varint app_error; the stream is gone both ways */
+	NET_CTL_FR_MAX = NET_CTL_FR_RESET,
+};
+
+/* Receives every non-control frame, in order, from inside net_ctl_recv / net_ctl_pump. A negative
+ * return is fatal to the channel (err says why): the call that read the frame returns it. */
+struct net_ctl_sink {
+	void *ctx;
+	int (*frame)(void *ctx, unsigned kind, uint64_t sid, const uint8_t *p, size_t n, struct qs_err *err);
+};
+
+/* Switches c to frames in both directions. Bytes already read beyond the last line are frames. The
+ * sink is copied. Returns 0, or -EALREADY when c is framed already. */
+int net_ctl_chan_framed(struct net_ctl_chan *c, const struct net_ctl_sink *sink);
+
+/* True once net_ctl_chan_framed was called. */
+bool net_ctl_chan_is_framed(const struct net_ctl_chan *c);
+
+/* Writes one stream frame (framed mode only). p must be preceded by NET_CTL_FRAME_HDR_MAX writable
+ * bytes: the header is built there so the frame goes out in one write. n <= NET_CTL_MAX_FRAME.
+ * Returns 0 or a negative errno with err filled. */
+int net_ctl_send_frame(struct net_ctl_chan *c, unsigned kind, uint64_t sid, uint8_t *p, size_t n,
+                       struct qs_err *err);
+
+/* Framed mode: reads what has arrived and hands stream frames to the sink, stopping in front of the
+ * first control frame (which net_ctl_recv returns). Returns 1 when a control message is waiting, 0 when
+ * nothing is, or a fatal negative errno as net_ctl_recv. Never blocks. */
+int net_ctl_pump(struct net_ctl_chan *c, struct qs_err *err);
 
 /* Closes the channel and frees it. *exit_status gets the peer's exit status if known, else -1.
  * Returns 0 or a negative errno. c may be NULL. */

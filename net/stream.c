@@ -142,6 +142,14 @@ static void put_varint(struct wr *w, uint64_t v)
 	put_bytes(w, b, (size_t)n);
 }
 
+ssize_t net_varint_decode(const uint8_t *p, size_t n, uint64_t *v)
+{
+	struct rd r = {p, n};
+	if (!get_varint(&r, v))
+		return 0;
+	return (ssize_t)(n - r.len);
+}
+
 ssize_t net_varint_encode(uint64_t v, uint8_t *buf, size_t cap)
 {
 	size_t n;

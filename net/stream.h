@@ -95,7 +95,9 @@ int net_stream_dec_finish(const struct net_stream_dec *d, struct qs_err *err);
 ssize_t net_stream_ack_encode(uint8_t status, const char *msg, uint8_t *buf, size_t cap);
 int net_stream_ack_decode(const uint8_t *p, size_t n, uint8_t *status, char *msg, size_t msgcap);
 
-/* QUIC varints (RFC 9000 §16): encode returns bytes written (1,2,4,8) or -ERANGE/-ENOSPC. */
+/* QUIC varints (RFC 9000 §16): encode returns bytes written (1,2,4,8) or -ERANGE/-ENOSPC; decode
+ * returns the bytes it read, or 0 when p[0..n) does not hold the whole varint yet. */
 ssize_t net_varint_encode(uint64_t v, uint8_t *buf, size_t cap);
+ssize_t net_varint_decode(const uint8_t *p, size_t n, uint64_t *v);
 
 #endif

@@ -123,6 +123,8 @@ static void test_round_trips(void)
 	m->u.hello.quic_available = true;
 	m->u.hello.quic_port = 65535;
 	ROUND_TRIP(m);
+	m->u.hello.max_streams = 4096;
+	ROUND_TRIP(m);
 
 	m = fresh(NET_CTL_QUIC_INIT);
 	snprintf(m->u.quic_init.connection_id, sizeof(m->u.quic_init.connection_id), "0123456789abcdef");
@@ -159,6 +161,16 @@ static void test_round_trips(void)
 	memset(m->u.sync_start.source, 0, sizeof(m->u.sync_start.source));
 	ROUND_TRIP(m);
 	memset(m->u.sync_start.destination, 'd', NET_CTL_MAX_STR); /* the longest path that fits */
+	ROUND_TRIP(m);
+	m->u.sync_start.data_path = NET_CTL_PATH_SSH;
+	ROUND_TRIP(m);
+
+	m = fresh(NET_CTL_DATA_PATH);
+	m->u.data_path.path = NET_CTL_PATH_SSH;
+	snprintf(m->u.data_path.reason, sizeof(m->u.data_path.reason), "QUIC handshake: no answer in 3 s");
+	ROUND_TRIP(m);
+	m = fresh(NET_CTL_DATA_PATH_ACK);
+	m->u.data_path.path = NET_CTL_PATH_SSH;
 	ROUND_TRIP(m);
 
 	m = fresh(NET_CTL_PROGRESS);
@@ -568,6 +580,24 @@ static void test_mistyped_fields(void)
 	CHECK_EQ(msg_a.u.sync_start.recursive, true);
 	CHECK_EQ(msg_a.u.sync_start.preserve_owner, false);
 	CHECK_EQ(msg_a.u.sync_start.preserve_group, false);
+	CHECK_EQ(msg_a.u.sync_start.data_path, NET_CTL_PATH_QUIC); /* absent: QUIC, as before */
+
+	/* data paths */
+	EXPECT_PARSE("{\"type\":\"sync_start\",\"destination\":\"d\",\"data_path\":\"ssh\"}", 0, NULL);
+	CHECK_EQ(msg_a.u.sync_start.data_path, NET_CTL_PATH_SSH);
+	EXPECT_PARSE("{\"type\":\"sync_start\",\"destination\":\"d\",\"data_path\":\"tcp\"}", -EPROTO,
+	             "sync_start: field \"data_path\": expected \"quic\" or \"ssh\"");
+	EXPECT_PARSE("{\"type\":\"sync_start\",\"destination\":\"d\",\"data_path\":1}", -EPROTO,
+	             "sync_start: field \"data_path\": expected a string");
+	EXPECT_PARSE("{\"type\":\"data_path\",\"path\":\"sshh\"}", -EPROTO,
+	             "data_path: field \"path\": expected \"quic\" or \"ssh\"");
+	EXPECT_PARSE("{\"type\":\"data_path\",\"path\":\"a-much-too-long-path-name\"}", -EPROTO,
+	             "data_path: field \"path\"");
+	EXPECT_PARSE("{\"type\":\"data_path\"}", -EPROTO, "data_path: required field \"path\"");
+	EXPECT_PARSE("{\"type\":\"data_path_ack\",\"path\":\"ssh\",\"reason\":5}", -EPROTO,
+	             "data_path_ack: field \"reason\": expected a string");
+	EXPECT_PARSE("{\"type\":\"hello-ack\",\"version\":\"1.0\",\"capabilities\":[],\"max_streams\":-1}",
+	             -EPROTO, "hello-ack: field \"max_streams\"");
 
 	/* capabilities */
 	EXPECT_PARSE("{\"type\":\"hello\",\"version\":\"1.0\",\"capabilities\":\"quic-v1\"}", -EPROTO,
