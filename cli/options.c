@@ -23,6 +23,8 @@ enum {
 	OPT_CC,
 	OPT_NO_PERMS,
 	OPT_NO_TIMES,
+	OPT_NO_QUIC,
+	OPT_QUIC_IDLE,
 };
 
 static const char usage_text[] =
@@ -49,7 +51,11 @@ static const char usage_text[] =
     "                         StrictHostKeyChecking/ConnectTimeout/BatchMode are honoured)\n"
     "      --remote-path=PATH qsync binary on the remote side (also --rsync-path)\n"
     "      --streams=N        at most N QUIC streams at once (default 1000)\n"
-    "      --quic-timeout=S   seconds the QUIC handshake may take (default 10)\n"
+    "      --no-quic          carry the file data over the SSH connection, not QUIC\n"
+    "      --quic-timeout=S   seconds the QUIC handshake may take before the data goes over SSH\n"
+    "                         instead (default 3)\n"
+    "      --quic-idle=S      seconds without a QUIC packet mid-transfer before the rest goes over\n"
+    "                         SSH (default 5)\n"
     "      --timeout=S        seconds to wait for each control reply from the peer (default 30)\n"
     "      --cc=ALGO          congestion control of the QUIC data: bbr2 (default), bbr, cubic\n"
     "      --fsync            fsync every file before it is renamed into place\n"
@@ -129,6 +135,8 @@ int cli_parse(int argc, char **argv, struct cli *c)
 	    {"server", no_argument, NULL, OPT_SERVER},
 	    {"streams", required_argument, NULL, OPT_STREAMS},
 	    {"quic-timeout", required_argument, NULL, OPT_QUIC_TIMEOUT},
+	    {"quic-idle", required_argument, NULL, OPT_QUIC_IDLE},
+	    {"no-quic", no_argument, NULL, OPT_NO_QUIC},
 	    {"timeout", required_argument, NULL, OPT_TIMEOUT},
 	    {"cc", required_argument, NULL, OPT_CC},
 	    {"fsync", no_argument, NULL, OPT_FSYNC},
@@ -202,6 +210,9 @@ int cli_parse(int argc, char **argv, struct cli *c)
 		case OPT_NO_TIMES:
 			o->times = false;
 			break;
+		case OPT_NO_QUIC:
+			o->no_quic = true;
+			break;
 		case OPT_STREAMS: {
 			char *end;
 			errno = 0;
@@ -212,17 +223,23 @@ int cli_parse(int argc, char **argv, struct cli *c)
 			break;
 		}
 		case OPT_QUIC_TIMEOUT:
+		case OPT_QUIC_IDLE:
 		case OPT_TIMEOUT: {
 			char *end;
 			double v = strtod(optarg, &end);
-			const char *name = ch == OPT_TIMEOUT ? "--timeout" : "--quic-timeout";
-			if (end == optarg || *end || !(v > 0 && v <= 86400))
-				return usage_error("%s: expected seconds in (0, 86400], got \"%s\"", name,
+			const char *name = ch == OPT_TIMEOUT     ? "--timeout"
+			                   : ch == OPT_QUIC_IDLE ? "--quic-idle"
+			                                         : "--quic-timeout";
+			if (end == optarg || *end || !(v >= 0.001 && v <= 86400))
+				return usage_error("%s: expected seconds in [0.001, 86400], got \"%s\"", name,
 				                   optarg);
+			uint32_t ms = (uint32_t)(v * 1000);
 			if (ch == OPT_TIMEOUT)
-				o->ctl_timeout_ms = (uint32_t)(v * 1000);
+				o->ctl_timeout_ms = ms;
+			else if (ch == OPT_QUIC_IDLE)
+				o->quic_idle_ms = ms;
 			else
-				o->quic_timeout_ms = (uint32_t)(v * 1000);
+				o->quic_timeout_ms = ms;
 			break;
 		}
 		case OPT_CC:

@@ -32,7 +32,14 @@ static void json_stats(FILE *f, const char *event, const struct engine_stats *st
 	        (unsigned long long)st->bytes_total, (unsigned long long)st->bytes_sent,
 	        (unsigned long long)st->bytes_done, (unsigned long long)st->wire_bytes, st->seconds, mbs);
 	json_str(f, st->data_path ? st->data_path : "none");
-	fprintf(f, ",\"quic_port\":%u,\"streams_max\":%u}\n", st->quic_port, st->streams_max);
+	fprintf(f, ",\"data_path_reason\":");
+	json_str(f, st->data_path_reason);
+	fprintf(f,
+	        ",\"files_resent\":%llu,\"files_done_quic\":%llu,\"files_done_ssh\":%llu,"
+	        "\"files_sent_ssh\":%llu,\"quic_port\":%u,\"streams_max\":%u}\n",
+	        (unsigned long long)st->files_resent, (unsigned long long)st->files_done_quic,
+	        (unsigned long long)st->files_done_ssh, (unsigned long long)st->files_sent_ssh, st->quic_port,
+	        st->streams_max);
 	fflush(f);
 }
 
@@ -116,6 +123,10 @@ void cli_on_event(void *ctx, const struct engine_event *ev)
 		       st->seconds, rate, st->data_path ? st->data_path : "nothing");
 		if (st->quic_port)
 			printf(" (UDP port %u, up to %u streams)", st->quic_port, st->streams_max);
+		else if (st->data_path_reason[0])
+			printf(" (%s)", st->data_path_reason);
+		if (st->files_resent)
+			printf("; %llu resent after the switch", (unsigned long long)st->files_resent);
 		printf("; %llu failed\n", (unsigned long long)st->files_failed);
 		fflush(stdout);
 		break;

@@ -29,7 +29,9 @@ enum engine_exit {
 	ENGINE_EXIT_SSH = 255,    /* the SSH connection failed */
 };
 
-#define ENGINE_MAX_SOURCES 1024
+#define ENGINE_MAX_SOURCES     1024
+#define ENGINE_QUIC_TIMEOUT_MS 3000 /* the QUIC handshake must finish within this, or data goes over SSH */
+#define ENGINE_QUIC_IDLE_MS    5000 /* no packet for this long: QUIC is lost, the rest goes over SSH */
 
 struct engine_event;
 
@@ -50,6 +52,8 @@ struct engine_opts {
 	uint32_t max_streams;                                                 /* 0: default */
 	enum engine_cc { ENGINE_CC_BBR2, ENGINE_CC_BBR, ENGINE_CC_CUBIC } cc; /* of what we send */
 	uint32_t quic_timeout_ms; /* handshake must finish in this; 0: default */
+	uint32_t quic_idle_ms;    /* QUIC silent this long mid-transfer: carry on over SSH; 0: default */
+	bool no_quic;             /* --no-quic: the data goes over the SSH connection from the start */
 	uint32_t ctl_timeout_ms;  /* each control reply, and the final confirmation, within this */
 
 	/* reporting */
@@ -72,14 +76,18 @@ struct engine_stats {
 	uint64_t files_done;       /* confirmed by the receiver */
 	uint64_t files_failed;
 	uint64_t files_in_flight;
-	uint64_t bytes_total; /* content bytes to send */
-	uint64_t bytes_done;  /* content bytes confirmed */
-	uint64_t bytes_sent;  /* content bytes handed to the data plane (live progress) */
-	uint64_t wire_bytes;  /* bytes handed to QUIC, framing included */
-	uint32_t streams_max; /* negotiated max_streams */
+	uint64_t bytes_total;  /* content bytes to send */
+	uint64_t bytes_done;   /* content bytes confirmed */
+	uint64_t bytes_sent;   /* content bytes handed to the data plane (live progress) */
+	uint64_t wire_bytes;   /* bytes handed to QUIC, framing included */
+	uint64_t files_resent; /* entries sent again after the data path changed under them */
+	uint64_t files_done_quic, files_done_ssh; /* confirmed over each data path */
+	uint64_t files_sent_ssh;                  /* streams opened on the SSH data path */
+	uint32_t streams_max;                     /* negotiated max_streams */
 	uint32_t quic_port;
 	double seconds;
-	const char *data_path; /* "quic" */
+	const char *data_path;      /* "quic" or "ssh" */
+	char data_path_reason[200]; /* why "ssh" ("" for quic): --no-quic, no QUIC at the peer, ... */
 };
 
 struct engine_event {
@@ -90,7 +98,7 @@ struct engine_event {
 };
 
 /* Fills defaults: recursive off, links/perms/times off, remote_path "qsync", max_streams 1000,
- * control timeout 30 s. */
+ * QUIC handshake 3 s, QUIC idle 5 s, control timeout 30 s. */
 void engine_opts_default(struct engine_opts *o);
 
 /* Runs a push as the client. Returns an engine_exit code; err says why when it is not OK. */

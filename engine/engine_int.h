@@ -20,6 +20,23 @@
 
 uint64_t engine_now_ns(void);
 
+/* transfer.c: shared by the client (client.c) and the peer (server.c) */
+
+/* Waits for a message of the wanted type; an error message from the peer ends the wait with its words;
+ * progress and unknown types are skipped. */
+int engine_expect(struct net_ctl_chan *c, enum net_ctl_type want, struct net_ctl_msg *m, int timeout_ms,
+                  struct qs_err *err);
+
+/* Sends an error message (no file) on the control channel. */
+int engine_send_error(struct net_ctl_chan *c, const char *code, const char *msg);
+
+/* Polls the control channel and the data plane (either may be NULL) once, at most max_ms, and runs
+ * the data plane's process(). */
+int engine_poll_once(struct net_ctl_chan *c, const struct net_dp *dp, int max_ms, struct qs_err *err);
+
+/* Fills buf from the kernel's CSPRNG. */
+int engine_random(void *buf, size_t n);
+
 /* Raises the soft descriptor limit to the hard one and returns how many descriptors streams may hold
  * (each stream in flight may keep a file open on either side). */
 size_t engine_fd_budget(void);
@@ -54,6 +71,11 @@ struct sender {
 	size_t next; /* next entry to open a stream for */
 	size_t in_flight;
 	size_t max_in_flight;
+	uint64_t streams_opened; /* on the current data path (sync_complete says how many) */
+	/* Entries whose stream was cut off with its data path (NET_DP_GONE), to be sent again on the next
+	 * one (failover); if there is no next one they are not done, and the transfer fails anyway. */
+	size_t *resend;
+	size_t n_resend, cap_resend;
 	size_t walk_errors; /* sources or directories that could not be read */
 	struct snd_root *roots;
 	size_t n_roots;
@@ -69,6 +91,10 @@ int sender_pump(struct sender *s, struct qs_err *err);
 
 /* True when every entry has a stream and every stream has closed. */
 bool sender_done(const struct sender *s);
+
+/* Moves the sender to another data plane: from now on streams open on dp; streams_opened restarts.
+ * Entries whose streams the old one cut off (closed with NET_DP_GONE before their ack) wait in resend. */
+void sender_switch(struct sender *s, const struct net_dp *dp);
 
 void sender_free(struct sender *s);
 
@@ -113,7 +139,8 @@ struct receiver {
 	struct rcv_report reports[RCV_MAX_REPORTS];
 	size_t n_reports, reports_dropped;
 	bool root_seen;
-	uint64_t ok, failed, bytes, closed;
+	uint64_t ok, failed, bytes;
+	uint64_t closed; /* streams ended on the current data path (sync_complete says how many to await) */
 	int verbose;
 	size_t wbuf_bytes; /* held by streams now */
 	uint8_t *wfree[RCV_WBUF_FREE_MAX];

@@ -468,11 +468,13 @@ static void rcv_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 		return;
 	if (!j->finished) {
 		/* The sender gave up on it (reset), or the connection died: nothing reaches the final name.
-		 */
+		 * A stream cut off with its data path (NET_DP_GONE) is not a failure of its own: the sender
+		 * sends it again on the next data path, or the session fails as a whole. */
 		if (j->wf_open)
 			io_wfile_abort(&j->wf);
 		wbuf_give_back(j);
-		r->failed++;
+		if (app_error != NET_DP_GONE)
+			r->failed++;
 		if (r->verbose)
 			fprintf(stderr, "qsync: receiver: \"%s\" abandoned by the sender (code %llu)\n",
 			        j->meta_seen ? j->dec.meta.path : "?", (unsigned long long)app_error);

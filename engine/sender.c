@@ -321,11 +321,18 @@ static int job_new(struct sender *s, size_t idx, struct snd_job **out, struct qs
 	return 0;
 }
 
+static bool on_ssh(const struct sender *s)
+{
+	return s->dp.name && strcmp(s->dp.name, "ssh") == 0;
+}
+
 int sender_pump(struct sender *s, struct qs_err *err)
 {
-	while (s->next < s->n && s->in_flight < s->max_in_flight) {
+	while ((s->n_resend > 0 || s->next < s->n) && s->in_flight < s->max_in_flight) {
 		struct snd_job *j = NULL;
-		int rc = job_new(s, s->next, &j, err);
+		bool again = s->n_resend > 0;
+		size_t idx = again ? s->resend[s->n_resend - 1] : s->next;
+		int rc = job_new(s, idx, &j, err);
 		if (rc < 0)
 			return rc;
 		rc = net_dp_stream_open(&s->dp, j, &j->sid);
@@ -337,8 +344,16 @@ int sender_pump(struct sender *s, struct qs_err *err)
 			job_free(j);
 			return qs_err_set(err, rc, "cannot open a stream: %s", strerror(-rc));
 		}
-		s->next++;
+		if (again) {
+			s->n_resend--;
+			s->st->files_resent++;
+		} else {
+			s->next++;
+		}
 		s->in_flight++;
+		s->streams_opened++;
+		if (on_ssh(s))
+			s->st->files_sent_ssh++;
 		s->st->files_in_flight = s->in_flight;
 	}
 	return 0;
@@ -346,7 +361,28 @@ int sender_pump(struct sender *s, struct qs_err *err)
 
 bool sender_done(const struct sender *s)
 {
-	return s->next == s->n && s->in_flight == 0;
+	return s->next == s->n && s->n_resend == 0 && s->in_flight == 0;
+}
+
+void sender_switch(struct sender *s, const struct net_dp *dp)
+{
+	s->dp = *dp;
+	s->streams_opened = 0;
+}
+
+/* Keeps idx for the next data path. Returns false when there is no memory to remember it. */
+static bool requeue(struct sender *s, size_t idx)
+{
+	if (s->n_resend == s->cap_resend) {
+		size_t ncap = s->cap_resend ? s->cap_resend * 2 : 256;
+		size_t *nr = realloc(s->resend, ncap * sizeof(*nr));
+		if (!nr)
+			return false;
+		s->resend = nr;
+		s->cap_resend = ncap;
+	}
+	s->resend[s->n_resend++] = idx;
+	return true;
 }
 
 void sender_free(struct sender *s)
@@ -366,6 +402,9 @@ void sender_free(struct sender *s)
 	free(s->roots);
 	s->roots = NULL;
 	s->n_roots = 0;
+	free(s->resend);
+	s->resend = NULL;
+	s->n_resend = s->cap_resend = 0;
 	s->n = s->cap = 0;
 }
 
@@ -499,8 +538,19 @@ static void snd_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 		return;
 	const struct snd_entry *e = &s->ents[j->idx];
 	const char *name = e->rel[0] ? e->rel : ".";
-	if (j->acked && j->ack_status == NET_STREAM_OK && j->phase == PH_SENT && app_error == 0) {
+	/* The receiver acks OK only once the entry is in place, so an OK ack is enough even if the stream
+	 * then ends with an error (the data path going away before the last close). */
+	bool confirmed = j->acked && j->ack_status == NET_STREAM_OK && j->phase == PH_SENT;
+	if (!confirmed && app_error == NET_DP_GONE && !j->acked && j->msg[0] == '\0' && requeue(s, j->idx)) {
+		/* the data path died under it: it goes again on the next one (the receiver has dropped
+		 * whatever part of it had arrived) */
+		s->st->bytes_sent -= j->data_off;
+	} else if (confirmed) {
 		s->st->files_done++;
+		if (on_ssh(s))
+			s->st->files_done_ssh++;
+		else
+			s->st->files_done_quic++;
 		if (!(e->flags & NET_STREAM_F_DIR))
 			s->st->bytes_done += (uint64_t)e->st.st_size;
 		engine_emit(s->o, ENGINE_EV_FILE_DONE, name, NULL, NULL);

@@ -5,11 +5,16 @@
 #ifndef QS_NET_DP_H
 #define QS_NET_DP_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
 #include "common/err.h"
+
+/* The app_error closed() reports for the streams still open when the data plane itself goes away (the
+ * connection died, was closed, or was freed): they did not fail, they were cut off. */
+#define NET_DP_GONE ECONNABORTED
 
 /* What a data plane calls back into its owner, always from inside one of its own calls (process(),
  * or for the mux, the control channel's receive). */

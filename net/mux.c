@@ -279,7 +279,7 @@ void net_mux_free(struct net_mux *m)
 		return;
 	for (size_t i = 0; i < m->hcap; i++)
 		while (m->htab[i])
-			stream_end(m, m->htab[i], ECONNABORTED);
+			stream_end(m, m->htab[i], NET_DP_GONE);
 	free(m->htab);
 	free(m->buf);
 	free(m);

@@ -37,7 +37,7 @@ size_t net_mux_streams_open(const struct net_mux *m);
 /* Payload bytes written so far. */
 uint64_t net_mux_bytes_sent(const struct net_mux *m);
 
-/* Ends every open stream with closed(app_error ECONNABORTED) and frees m. m may be NULL. */
+/* Ends every open stream with closed(app_error NET_DP_GONE) and frees m. m may be NULL. */
 void net_mux_free(struct net_mux *m);
 
 #endif

@@ -41,9 +41,8 @@
 #define ID_MAX         128u /* longest PSK identity */
 #define SOCK_BUF       (8 << 20)
 #define HTAB_MIN       256u
-#define APP_ERR_GONE   ECONNABORTED /* app_error given to closed() when the connection goes away */
-#define CLOSE_WAIT_MS  200          /* how long net_quic_close waits for room to send CONNECTION_CLOSE */
-#define REJ_MEMORY     16           /* refused attempts whose retransmitted Initials are still recognised */
+#define CLOSE_WAIT_MS  200 /* how long net_quic_close waits for room to send CONNECTION_CLOSE */
+#define REJ_MEMORY     16  /* refused attempts whose retransmitted Initials are still recognised */
 
 _Static_assert(TX_SLOT >= TX_PAYLOAD_MAX && TX_SLOT >= NGTCP2_MAX_UDP_PAYLOAD_SIZE, "tx slot too small");
 
@@ -356,7 +355,7 @@ static void grave_empty(struct net_quic *q)
 static void drop_all_streams(struct net_quic *q)
 {
 	while (q->all)
-		stream_finish(q, q->all, APP_ERR_GONE);
+		stream_finish(q, q->all, NET_DP_GONE);
 }
 
 /* Resets both directions. Write side first: ngtcp2 0.12 prepends control frames, so STOP_SENDING then
@@ -1258,6 +1257,11 @@ static void conn_established(struct net_quic *q)
 	q->secret_gone = 1;
 	if (q->st != ST_DEAD)
 		q->st = ST_OPEN;
+	/* a PING when nothing has moved for a third of the idle timeout, so a quiet but healthy path (a
+	 * slow disk, a long walk) is not taken for a dead one */
+	if (q->c && q->c->conn)
+		ngtcp2_conn_set_keep_alive_timeout(q->c->conn, (uint64_t)q->cfg.idle_timeout_ms *
+		                                                   NGTCP2_MILLISECONDS / 3);
 }
 
 /* ---- receiving ---- */

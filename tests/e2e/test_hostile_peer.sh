@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A broken or hostile peer on the control plane, reached through a real sshd (--remote-path names a
 # fake "qsync --server"): garbage, an oversized line, missing fields, an unknown message type, an old
-# protocol version, a peer without QUIC, silence, and an early close. Each must end in a clear message
+# protocol version, a peer without QUIC (the client falls back to SSH, then the fake hangs up),
+# silence, and an early close. Each must end in a clear message
 # and a non-zero exit, never a crash or a hang, and the client must never write anything.
 set -euo pipefail
 source "$QS_FIXTURES/sshd.sh"
@@ -24,7 +25,7 @@ fake garbage 'echo "this is not json"; sleep 1'
 fake huge 'head -c 70000 /dev/zero | tr "\\0" a; echo; sleep 1'
 fake missing '"echo" "{\"type\":\"hello-ack\",\"version\":\"1.0\"}"; sleep 1'
 fake oldver 'echo "{\"type\":\"hello-ack\",\"version\":\"0.9\",\"capabilities\":[\"quic-v1\"],\"quic_available\":true}"; sleep 1'
-fake noquic 'echo "{\"type\":\"hello-ack\",\"version\":\"1.0\",\"capabilities\":[],\"quic_available\":false}"; sleep 1'
+fake noquic 'echo "{\"type\":\"hello-ack\",\"version\":\"1.0\",\"capabilities\":[],\"quic_available\":false}"; read -r start; case "$start" in *sync_start*data_path*ssh*) : >"'"$work"'/noquic.asked-ssh";; esac; exit 0'
 fake unknown 'echo "{\"type\":\"frobnicate\"}"; echo "{\"type\":\"hello-ack\",\"version\":\"1.0\",\"capabilities\":[\"quic-v1\"],\"quic_available\":true}"; read -r init; echo "{\"type\":\"quic_ready\",\"connection_id\":\"00\",\"udp_endpoint\":{\"ip\":\"127.0.0.1\",\"port\":9},\"max_streams\":1}"; sleep 1'
 fake silent 'sleep 8'
 fake early 'exit 0'
@@ -49,8 +50,10 @@ check test "$(rc missing)" = 5
 check grep -q 'capabilities' "$work/missing.err"
 check test "$(rc oldver)" = 2
 check grep -q '0.9' "$work/oldver.err"
-check test "$(rc noquic)" = 2
-check grep -qi 'QUIC' "$work/noquic.err"
+# a peer without QUIC: the client asks for the data over SSH (no quic_init), then the peer hangs up
+check test -e "$work/noquic.asked-ssh"
+check test "$(rc noquic)" = 12
+check grep -qi 'closed' "$work/noquic.err"
 check test "$(rc unknown)" = 2     # unknown type skipped; then the connection id does not match
 check grep -q 'quic_ready names another connection' "$work/unknown.err"
 check test "$(rc silent)" = 30

@@ -1,0 +1,356 @@
+/* The peer's side of a transfer (qsync --server under sshd, or a session of the native server): answers
+ * hello, opens a QUIC port for the client's secret when asked (quic_init), takes sync_start, and
+ * receives into the destination over whichever data path the client chose — QUIC, or streams on the
+ * SSH channel — switching to the latter when the client says so (data_path), also in the middle of a
+ * transfer, in which case whatever was half-received over QUIC is dropped and comes again. One thread. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/engine_int.h"
+#include "net/mux.h"
+
+struct peer {
+	struct net_ctl_chan *c;
+	const struct engine_addrs *addrs;
+	struct net_ctl_msg *m;
+	struct receiver r;
+	struct net_quic *q;
+	struct net_mux *mux;
+	struct net_dp dp; /* the data plane in use (over q or mux) */
+	bool quic_dead;   /* q's connection ended; the client should switch to SSH or finish */
+	uint64_t dead_at; /* when */
+	uint32_t max_streams;
+};
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig)
+{
+	stop_signal = sig;
+}
+
+/* SIGTERM, SIGINT, SIGHUP end the receive loop cleanly: open temporaries are removed on the way out. */
+static void catch_stop_signals(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+}
+
+/* The numeric address of a, without the port ("" when it is not IP). */
+static void addr_string(const struct sockaddr_storage *a, char *out, size_t cap)
+{
+	out[0] = '\0';
+	if (a->ss_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, out, (socklen_t)cap);
+	else if (a->ss_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)a)->sin6_addr, out, (socklen_t)cap);
+}
+
+/* From SSH_CONNECTION ("cip cport sip sport"): the local address sshd accepted us on, so the QUIC port
+ * listens where SSH does and nowhere else, and the client's address, the only one allowed to dial it.
+ * Without it (local mode) loopback for both. */
+static void ssh_connection_addrs(struct engine_addrs *a)
+{
+	const char *sc = getenv("SSH_CONNECTION");
+	char ca[64], cp[64], sa[64], sp[64];
+	memset(a, 0, sizeof(*a));
+	if (sc && sscanf(sc, "%63s %63s %63s %63s", ca, cp, sa, sp) == 4 &&
+	    engine_addr_parse(sa, &a->local, &a->local_len) == 0) {
+		if (engine_addr_parse(ca, &a->peer, &a->peer_len) < 0)
+			a->peer_len = 0;
+		return;
+	}
+	engine_addr_parse("127.0.0.1", &a->local, &a->local_len);
+	engine_addr_parse("127.0.0.1", &a->peer, &a->peer_len);
+}
+
+int engine_addr_parse(const char *ip, struct sockaddr_storage *ss, socklen_t *len)
+{
+	struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1) {
+		v4->sin_family = AF_INET;
+		*len = sizeof(*v4);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1) {
+		v6->sin6_family = AF_INET6;
+		*len = sizeof(*v6);
+		return 0;
+	}
+	*len = 0;
+	return -EINVAL;
+}
+
+int engine_server_run(int in_fd, int out_fd, int verbose, struct qs_err *err)
+{
+	struct net_ctl_chan *c = NULL;
+	struct engine_addrs a;
+	if (net_ctl_chan_fds(in_fd, out_fd, &c) < 0) {
+		qs_err_set(err, -ENOMEM, "cannot set up the control channel");
+		return ENGINE_EXIT_START;
+	}
+	ssh_connection_addrs(&a);
+	int code = engine_server_session(c, &a, verbose, err);
+	int ignored_status;
+	net_ctl_chan_finish(c, &ignored_status);
+	return code;
+}
+
+/* Waits for the next message that is one of two types (progress and unknown types are skipped). */
+static int expect_either(struct peer *p, enum net_ctl_type a, enum net_ctl_type b, struct qs_err *err)
+{
+	struct qs_err e = {0};
+	int rc = engine_expect(p->c, a, p->m, ENGINE_CTL_TIMEOUT_MS, &e);
+	if (rc == -EPROTO && p->m->type == b)
+		return 0;
+	if (rc < 0)
+		*err = e;
+	return rc;
+}
+
+/* quic_init -> a QUIC server for this client's secret on the address SSH came in on -> quic_ready. */
+static int quic_setup(struct peer *p, struct qs_err *err)
+{
+	struct net_ctl_msg *m = p->m;
+	uint8_t psk[NET_QUIC_PSK_LEN];
+	char conn_id[33], ip[64];
+	int rc;
+
+	memcpy(psk, m->u.quic_init.psk, sizeof(psk));
+	snprintf(conn_id, sizeof(conn_id), "%s", m->u.quic_init.connection_id);
+	uint32_t want = m->u.quic_init.max_streams;
+	explicit_bzero(m, sizeof(*m));
+	if (want && want < p->max_streams)
+		p->max_streams = want;
+
+	struct net_quic_cfg qc;
+	net_quic_cfg_default(&qc);
+	qc.max_streams = p->max_streams;
+	struct net_dp_cb cb = receiver_dp_cb_template;
+	cb.ctx = &p->r;
+	uint16_t port = 0;
+	addr_string(&p->addrs->local, ip, sizeof(ip));
+	rc = net_quic_server_new(ip, &port, conn_id, psk, &qc, &cb, &p->q, err);
+	explicit_bzero(psk, sizeof(psk));
+	if (rc < 0) {
+		engine_send_error(p->c, "QUIC_UNAVAILABLE", err->msg);
+		return ENGINE_EXIT_NET;
+	}
+	/* Only the host that reached us over SSH may start the QUIC handshake. */
+	if (p->addrs->peer_len > 0)
+		net_quic_server_allow(p->q, (const struct sockaddr *)&p->addrs->peer, p->addrs->peer_len);
+	net_quic_as_dp(p->q, &p->dp);
+	p->r.dp = p->dp;
+	memset(m, 0, sizeof(*m));
+	m->type = NET_CTL_QUIC_READY;
+	snprintf(m->u.quic_ready.connection_id, sizeof(m->u.quic_ready.connection_id), "%s", conn_id);
+	snprintf(m->u.quic_ready.ip, sizeof(m->u.quic_ready.ip), "%s", ip);
+	m->u.quic_ready.port = port;
+	m->u.quic_ready.max_streams = p->max_streams;
+	m->u.quic_ready.initial_max_data = qc.max_data;
+	if (net_ctl_send(p->c, m, err) < 0)
+		return ENGINE_EXIT_START;
+	return ENGINE_EXIT_OK;
+}
+
+/* From here on the entries arrive as streams on the SSH channel. Any QUIC streams still open end
+ * without counting as failures: the client sends those entries again. */
+static int use_ssh(struct peer *p, struct qs_err *err)
+{
+	net_quic_free(p->q); /* what it still had open ends with NET_DP_GONE: it comes again */
+	p->q = NULL;
+	p->r.closed = 0;
+	p->quic_dead = false;
+	struct net_dp_cb cb = receiver_dp_cb_template;
+	cb.ctx = &p->r;
+	int rc = net_mux_new(p->c, 0, p->max_streams, 0, &cb, &p->mux);
+	if (rc < 0)
+		return qs_err_set(err, rc, "cannot take the data over SSH: %s", strerror(-rc));
+	net_mux_as_dp(p->mux, &p->dp);
+	p->r.dp = p->dp;
+	return 0;
+}
+
+/* Receives until the sender says it is done (sync_complete names how many streams it opened on this
+ * data path) and that many have closed here; answers ack_complete; then waits for bye. */
+static int receive(struct peer *p, struct qs_err *err)
+{
+	struct receiver *r = &p->r;
+	struct net_ctl_msg *m = p->m;
+	uint64_t expected = 0, deadline = 0;
+	bool completing = false, answered = false, bye = false;
+	int rc;
+	while (!bye) {
+		if (stop_signal) {
+			qs_err_set(err, -EINTR, "stopped by signal %d; unfinished files removed",
+			           (int)stop_signal);
+			return ENGINE_EXIT_SIGNAL;
+		}
+		struct qs_err de = {0};
+		rc = engine_poll_once(p->c, p->quic_dead ? NULL : &p->dp, 200, &de);
+		receiver_flush_reports(r);
+		if (rc < 0 && p->q && !p->quic_dead) {
+			/* QUIC is gone (the path went silent, or the client closed it): the client either
+			 * switches to SSH or finishes; both come on the control channel. */
+			p->quic_dead = true;
+			p->dead_at = engine_now_ns();
+			if (r->verbose)
+				fprintf(stderr, "qsync: receiver: %s\n", de.msg);
+		} else if (rc < 0) {
+			qs_err_set(err, rc, "%s", de.msg);
+			return rc == -ETIMEDOUT ? ENGINE_EXIT_TIMEOUT : ENGINE_EXIT_NET;
+		}
+		for (;;) {
+			struct qs_err e = {0};
+			int r2 = net_ctl_recv(p->c, m, &e);
+			if (r2 == 0)
+				break;
+			if (r2 == -ENOMSG) {
+				engine_send_error(p->c, "UNKNOWN_TYPE", e.msg);
+				continue;
+			}
+			if (r2 < 0) {
+				qs_err_set(err, r2, "control channel: %s", e.msg);
+				return r2 == -EPIPE ? ENGINE_EXIT_START : ENGINE_EXIT_STREAM;
+			}
+			if (m->type == NET_CTL_SYNC_COMPLETE && !completing) {
+				completing = true;
+				expected = m->u.sync_complete.files_transferred;
+				deadline = engine_now_ns() + (uint64_t)ENGINE_DRAIN_TIMEOUT_MS * 1000000ull;
+			} else if (m->type == NET_CTL_BYE) {
+				bye = true;
+			} else if (m->type == NET_CTL_DATA_PATH && !completing) {
+				if (net_ctl_chan_is_framed(p->c) || m->u.data_path.path != NET_CTL_PATH_SSH) {
+					qs_err_set(err, -EPROTO, "data_path: already on that path");
+					engine_send_error(p->c, "PROTOCOL", err->msg);
+					return ENGINE_EXIT_PROTOCOL;
+				}
+				if (r->verbose)
+					fprintf(stderr, "qsync: receiver: data over SSH from now on: %s\n",
+					        m->u.data_path.reason);
+				memset(m, 0, sizeof(*m));
+				m->type = NET_CTL_DATA_PATH_ACK;
+				m->u.data_path.path = NET_CTL_PATH_SSH;
+				if ((rc = net_ctl_send(p->c, m, err)) < 0)
+					return ENGINE_EXIT_STREAM;
+				if ((rc = use_ssh(p, err)) < 0)
+					return ENGINE_EXIT_START;
+			}
+		}
+		if (p->quic_dead && !completing &&
+		    engine_now_ns() - p->dead_at > (uint64_t)ENGINE_CTL_TIMEOUT_MS * 1000000ull) {
+			qs_err_set(err, -ECONNABORTED,
+			           "the QUIC connection was lost and the client did not carry on");
+			return ENGINE_EXIT_NET;
+		}
+		if (completing && !answered && (r->closed >= expected || engine_now_ns() > deadline)) {
+			if (r->closed < expected)
+				r->failed += expected - r->closed;
+			struct qs_err e = {0};
+			if (receiver_finish(r, &e) < 0) {
+				fprintf(stderr, "qsync: receiver: %s\n", e.msg);
+				r->failed++;
+			}
+			memset(m, 0, sizeof(*m));
+			m->type = NET_CTL_ACK_COMPLETE;
+			m->u.ack_complete.files_ok = r->ok;
+			m->u.ack_complete.files_failed = r->failed;
+			m->u.ack_complete.bytes = r->bytes;
+			if ((rc = net_ctl_send(p->c, m, err)) < 0)
+				return ENGINE_EXIT_STREAM;
+			answered = true;
+		}
+	}
+	if (r->failed) {
+		qs_err_set(err, -EIO, "%llu entries were not written", (unsigned long long)r->failed);
+		return ENGINE_EXIT_PARTIAL;
+	}
+	return ENGINE_EXIT_OK;
+}
+
+int engine_server_session(struct net_ctl_chan *c, const struct engine_addrs *addrs, int verbose,
+                          struct qs_err *err)
+{
+	struct peer p = {.c = c, .addrs = addrs};
+	int code = ENGINE_EXIT_START;
+	struct net_ctl_msg *m;
+
+	p.r.rootfd = -1;
+	p.r.verbose = verbose;
+	signal(SIGPIPE, SIG_IGN);
+	catch_stop_signals();
+	m = p.m = calloc(1, sizeof(*m));
+	if (!m)
+		return qs_err_set(err, -ENOMEM, "out of memory"), ENGINE_EXIT_START;
+	/* each incoming stream may hold a temporary file open */
+	size_t budget = engine_fd_budget();
+	p.max_streams = budget < 1000 ? (uint32_t)budget : 1000;
+
+	if (engine_expect(c, NET_CTL_HELLO, m, ENGINE_CTL_TIMEOUT_MS, err) < 0)
+		goto out;
+	if (strncmp(m->u.hello.version, "1.", 2) != 0) {
+		qs_err_set(err, -EPROTO, "client speaks protocol version %s, this qsync speaks %s",
+		           m->u.hello.version, NET_CTL_PROTO_VERSION);
+		engine_send_error(c, "VERSION", err->msg);
+		code = ENGINE_EXIT_PROTOCOL;
+		goto out;
+	}
+	memset(m, 0, sizeof(*m));
+	m->type = NET_CTL_HELLO_ACK;
+	snprintf(m->u.hello.version, sizeof(m->u.hello.version), "%s", NET_CTL_PROTO_VERSION);
+	m->u.hello.caps = NET_CAP_QUIC_V1;
+	m->u.hello.quic_available = true;
+	m->u.hello.max_streams = p.max_streams;
+	if (net_ctl_send(c, m, err) < 0)
+		goto out;
+
+	/* quic_init first when the data goes over QUIC; straight to sync_start when it goes over SSH */
+	if (expect_either(&p, NET_CTL_QUIC_INIT, NET_CTL_SYNC_START, err) < 0)
+		goto out;
+	if (m->type == NET_CTL_QUIC_INIT) {
+		if ((code = quic_setup(&p, err)) != ENGINE_EXIT_OK)
+			goto out;
+		code = ENGINE_EXIT_START;
+		if (engine_expect(c, NET_CTL_SYNC_START, m, ENGINE_CTL_TIMEOUT_MS, err) < 0)
+			goto out;
+	}
+	if (receiver_open(&p.r, &m->u.sync_start, err) < 0) {
+		engine_send_error(c, "DESTINATION", err->msg);
+		code = ENGINE_EXIT_FILESEL;
+		goto out;
+	}
+	p.r.ctl = c;
+	if (m->u.sync_start.data_path == NET_CTL_PATH_SSH) {
+		if (use_ssh(&p, err) < 0)
+			goto out;
+	} else if (!p.q) {
+		qs_err_set(err, -EPROTO, "sync_start asks for QUIC, but no quic_init came before it");
+		engine_send_error(c, "PROTOCOL", err->msg);
+		code = ENGINE_EXIT_PROTOCOL;
+		goto out;
+	}
+	code = receive(&p, err);
+
+out:
+	if (p.q) {
+		net_quic_close(p.q);
+		net_quic_free(p.q);
+	}
+	net_mux_free(p.mux);
+	receiver_free(&p.r);
+	explicit_bzero(m, sizeof(*m)); /* it may have carried the secret */
+	free(m);
+	return code;
+}

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# The SSH-only data path, through a real OpenSSH sshd:
+#  1. --no-quic on loopback: the whole sample tree arrives identical, and --json says "ssh" and why;
+#  2. UDP blocked from the start (two network namespaces made here, nftables dropping UDP in the
+#     server's): the QUIC handshake cannot finish, the transfer carries on over SSH, trees identical,
+#     and the summary names the SSH path and the reason;
+#  3. UDP dropped in the middle of a transfer (the nft rule inserted while a large file moves, the link
+#     held to 100 Mbit/s by tbf so there is time): the transfer completes over SSH, trees identical, and
+#     the files QUIC had already confirmed were not sent again (counted from --json).
+# Namespaces and rules are removed at exit, also on failure. Cases 2 and 3 need root.
+set -euo pipefail
+source "$QS_FIXTURES/sshd.sh"
+source "$QS_FIXTURES/tree.sh"
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+fail=0
+check() { if "$@"; then echo "PASS: $*"; else echo "FAIL: $*"; fail=1; fi; }
+work=$(mktemp -d /tmp/qs-e2e-sshpath.XXXXXX)
+qs_cleanup_add "rm -rf '$work'"
+me=$(id -un)
+
+# field NAME FILE: a field of the last summary event in a --json output
+field() { python3 -c 'import json,sys
+ev=[json.loads(l) for l in open(sys.argv[2]) if l.startswith("{")]
+s=[e for e in ev if e.get("event")=="summary"][-1]
+print(s[sys.argv[1]])' "$1" "$2"; }
+
+# ---- 1. --no-quic on loopback
+sshd_start
+make_sample_tree "$work/src" 1000 20
+"$QSYNC_BIN" -a --no-quic --json -e "$QS_RSH" --remote-path "$QSYNC_BIN" "$work/src/" "$me@127.0.0.1:$work/dst1/" \
+	>"$work/1.json"
+check tree_compare "$work/src" "$work/dst1"
+check test "$(field data_path "$work/1.json")" = ssh
+check test "$(field data_path_reason "$work/1.json")" = --no-quic
+check test "$(field files_failed "$work/1.json")" = 0
+check test -z "$(find "$work/dst1" -name '.*.qs.*' -print -quit)"
+sshd_stop
+
+if [ "$(id -u)" != 0 ] || ! command -v nft >/dev/null; then
+	echo "SKIP: cases 2 and 3 need root and nft"
+	exit $fail
+fi
+source "$here/../../perf/netns.sh"
+# every UDP datagram into namespace B is dropped (the table goes with the namespace)
+block_udp() {
+	qs_in_b nft -f - <<'NFT'
+table inet qs_block {
+	chain input {
+		type filter hook input priority 0; policy accept;
+		meta l4proto udp drop
+	}
+}
+NFT
+}
+
+# ---- 2. UDP blocked from the start
+qs_net_up lan
+SSHD_NETNS=$QS_NS_B SSHD_LISTEN_ADDR=$QS_IP_B sshd_start
+block_udp
+set +e
+qs_in_a "$QSYNC_BIN" -a --json --quic-timeout 1.5 -e "$QS_RSH" --remote-path "$QSYNC_BIN" \
+	"$work/src/" "$me@$QS_IP_B:$work/dst2/" >"$work/2.json" 2>"$work/2.err"
+rc=$?
+set -e
+cat "$work/2.err"
+check test "$rc" = 0
+check tree_compare "$work/src" "$work/dst2"
+check test "$(field data_path "$work/2.json")" = ssh
+check grep -q 'handshake' <<<"$(field data_path_reason "$work/2.json")"
+check test "$(field files_done_quic "$work/2.json")" = 0
+sshd_stop
+qs_net_down
+
+# ---- 3. UDP dropped mid-transfer: 300 small files go first (walk order), then a 96 MiB file
+mkdir -p "$work/mid/a"
+python3 - "$work/mid/a" <<'PY'
+import os, sys, random
+r = random.Random(7)
+for i in range(300):
+    with open(os.path.join(sys.argv[1], "f%03d" % i), "wb") as f:
+        f.write(r.randbytes(r.randint(100, 20000)))
+PY
+head -c $((96 * 1024 * 1024)) /dev/urandom >"$work/mid/z.big"
+qs_net_up lan
+va=$(qs_in_a ip -o link show | awk -F': ' '/qsva/ {print $2}' | cut -d@ -f1)
+vb=$(qs_in_b ip -o link show | awk -F': ' '/qsvb/ {print $2}' | cut -d@ -f1)
+qs_in_a tc qdisc add dev "$va" root tbf rate 100mbit burst 64kb latency 100ms
+qs_in_b tc qdisc add dev "$vb" root tbf rate 100mbit burst 64kb latency 100ms
+SSHD_NETNS=$QS_NS_B SSHD_LISTEN_ADDR=$QS_IP_B sshd_start
+qs_in_a "$QSYNC_BIN" -a --json --progress --quic-idle 1.5 -e "$QS_RSH" --remote-path "$QSYNC_BIN" \
+	"$work/mid/" "$me@$QS_IP_B:$work/dst3/" >"$work/3.json" 2>"$work/3.err" &
+client=$!
+# once QUIC has confirmed the small files and the big one is moving, UDP stops
+blocked=0
+for _ in $(seq 1 300); do
+	if grep -q '"files_done":30[0-9]' "$work/3.json" 2>/dev/null; then
+		block_udp
+		blocked=1
+		break
+	fi
+	sleep 0.05
+done
+set +e
+wait "$client"
+rc=$?
+set -e
+tail -n 3 "$work/3.err"
+check test "$blocked" = 1
+check test "$rc" = 0
+check tree_compare "$work/mid" "$work/dst3"
+check test "$(field data_path "$work/3.json")" = ssh
+check grep -q 'mid-transfer' <<<"$(field data_path_reason "$work/3.json")"
+total=$(field files_discovered "$work/3.json")
+quic=$(field files_done_quic "$work/3.json")
+ssh=$(field files_sent_ssh "$work/3.json")
+echo "entries $total, confirmed over QUIC $quic, sent over SSH $ssh"
+check test "$quic" -ge 300
+check test "$ssh" -ge 1
+# nothing QUIC confirmed went again: what SSH carried is exactly what QUIC had not finished
+check test $((quic + ssh)) = "$total"
+check test "$(field files_done "$work/3.json")" = "$total"
+check test -z "$(find "$work/dst3" -name '.*.qs.*' -print -quit)"
+sshd_stop
+qs_net_down
+exit $fail
