@@ -1,9 +1,11 @@
 /* qsync: rsync -a over SSH (authentication and a JSON control conversation) and QUIC (the bytes). */
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/serve.h"
 
 int main(int argc, char **argv)
 {
@@ -12,6 +14,8 @@ int main(int argc, char **argv)
 	struct qs_err err = {0};
 
 	signal(SIGPIPE, SIG_IGN);
+	if (argc > 1 && strcmp(argv[1], "serve") == 0)
+		return cli_serve_main(argc - 1, argv + 1);
 	int rc = cli_parse(argc, argv, &c);
 	if (rc == CLI_DONE)
 		return 0;
@@ -19,6 +23,8 @@ int main(int argc, char **argv)
 		return rc;
 
 	if (c.server) {
+		if ((rc = cli_serve_forced_check()) != 0)
+			return rc;
 		rc = engine_server_run(STDIN_FILENO, STDOUT_FILENO, c.eo.verbose, &err);
 		if (rc != ENGINE_EXIT_OK)
 			fprintf(stderr, "qsync --server: %s (exit %d)\n", err.msg[0] ? err.msg : "failed",

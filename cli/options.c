@@ -30,6 +30,7 @@ enum {
 static const char usage_text[] =
     "Usage: qsync [OPTIONS] SRC... [USER@]HOST:DEST    push over SSH control + QUIC data\n"
     "       qsync [OPTIONS] SRC... DEST                  local (a local peer over loopback)\n"
+    "       qsync serve [OPTIONS]                        the native daemon (qsync serve --help)\n"
     "\n"
     "A trailing slash on SRC copies the directory's contents (\"dir/\"), none copies the directory\n"
     "itself (\"dir\"), as rsync does.\n"

@@ -5,24 +5,21 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <poll.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <libssh/callbacks.h>
 #include <libssh/libssh.h>
 
-#define RSH_MAX_LEN        4096  /* the whole -e string */
-#define RSH_MAX_WORDS      64    /* words in it */
-#define FINISH_DRAIN_MS    10000 /* wait for the remote's exit status after our EOF */
-#define WRITE_TIMEOUT_MS   30000 /* a peer that stops reading (window stays shut) */
-#define STDERR_CHUNK_LIMIT 16    /* 4 KiB reads of remote stderr forwarded per call */
-#define POLL_STEP_MS       100
+#include "net/ssh_int.h"
+
+#define RSH_MAX_LEN     4096  /* the whole -e string */
+#define RSH_MAX_WORDS   64    /* words in it */
+#define FINISH_DRAIN_MS 10000 /* wait for the remote's exit status after our EOF */
 
 /* ---- the -e string ---------------------------------------------------------------------------- */
 
@@ -278,132 +275,29 @@ int net_ssh_parse_rsh(const char *rsh, struct net_ssh_opts *o, struct qs_err *er
 
 /* ---- the transport over an exec channel ----------------------------------------------------------- */
 
+/* read, write, poll_fd and pending are net/ssh_chan.c's (shared with the server); finish is ours. */
 struct ssh_link {
-	ssh_session s;
-	ssh_channel ch;
+	struct net_ssh_chan base;       /* first: the impl the shared transport functions see */
 	struct ssh_callbacks_struct cb; /* must live as long as the session */
 	bool passphrase_wanted;         /* a key asked for a passphrase we will not prompt for */
 };
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void write_all_fd(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return; /* our stderr is gone: nothing better to do with the remote's */
-		p += w;
-		n -= (size_t)w;
-	}
-}
-
-/* Remote stderr is the peer's voice when things go wrong: pass it on to ours as it arrives. */
-static void forward_stderr(struct ssh_link *l)
-{
-	char buf[4096];
-	for (int i = 0; i < STDERR_CHUNK_LIMIT; i++) {
-		int n = ssh_channel_read_nonblocking(l->ch, buf, sizeof(buf), 1);
-		if (n <= 0)
-			return;
-		write_all_fd(STDERR_FILENO, buf, (size_t)n);
-	}
-}
-
-static ssize_t link_read(void *impl, void *buf, size_t cap)
-{
-	struct ssh_link *l = impl;
-	uint32_t want = cap > INT32_MAX ? INT32_MAX : (uint32_t)cap;
-
-	forward_stderr(l);
-	int r = ssh_channel_read_nonblocking(l->ch, buf, want, 0);
-	if (r > 0)
-		return r;
-	if (r == SSH_EOF || (r == 0 && ssh_channel_is_eof(l->ch))) {
-		forward_stderr(l);
-		return -EPIPE;
-	}
-	if (r == 0)
-		return 0;
-	/* a channel the remote closed is an end of stream, a broken session is not */
-	if (ssh_channel_is_closed(l->ch) && ssh_is_connected(l->s) && ssh_get_error_code(l->s) != SSH_FATAL)
-		return -EPIPE;
-	return -EIO;
-}
-
-static ssize_t link_write(void *impl, const void *buf, size_t len)
-{
-	struct ssh_link *l = impl;
-	const char *p = buf;
-	size_t left = len;
-	int64_t deadline = now_ms() + WRITE_TIMEOUT_MS;
-
-	/* non-blocking so a shut window cannot hold us forever: libssh writes what the window allows */
-	while (left > 0) {
-		uint32_t chunk = left > INT32_MAX ? INT32_MAX : (uint32_t)left;
-		ssh_set_blocking(l->s, 0);
-		int w = ssh_channel_write(l->ch, p, chunk);
-		ssh_set_blocking(l->s, 1);
-		if (w == SSH_ERROR || w < 0)
-			return ssh_channel_is_closed(l->ch) ? -EPIPE : -EIO;
-		if (w > 0) {
-			p += w;
-			left -= (size_t)w;
-			continue;
-		}
-		int64_t rest = deadline - now_ms();
-		if (rest <= 0)
-			return -ETIMEDOUT;
-		/* the window adjust we wait for arrives as input */
-		struct pollfd pf = {.fd = ssh_get_fd(l->s), .events = POLLIN};
-		(void)poll(&pf, 1, rest < POLL_STEP_MS ? (int)rest : POLL_STEP_MS);
-	}
-	int64_t rest = deadline - now_ms();
-	int rc = ssh_blocking_flush(l->s, rest > 0 ? (int)rest : 1);
-	if (rc == SSH_AGAIN)
-		return -ETIMEDOUT;
-	if (rc != SSH_OK)
-		return -EIO;
-	return (ssize_t)len;
-}
-
-static int link_poll_fd(void *impl)
-{
-	struct ssh_link *l = impl;
-	return ssh_get_fd(l->s);
-}
-
-static int link_pending(void *impl)
-{
-	struct ssh_link *l = impl;
-	forward_stderr(l);
-	/* data, the end of stream and an error all mean "read now": read tells which */
-	return ssh_channel_poll(l->ch, 0) != 0 ? 1 : 0;
-}
 
 /* Frees everything; the session is disconnected if it was connected. */
 static void link_free(struct ssh_link *l)
 {
 	if (!l)
 		return;
-	if (l->ch) {
-		ssh_set_blocking(l->s, 0); /* closing must not wait on a dead peer */
-		if (ssh_channel_is_open(l->ch))
-			(void)ssh_channel_close(l->ch);
-		(void)ssh_blocking_flush(l->s, 1000);
-		ssh_channel_free(l->ch);
+	if (l->base.ch) {
+		ssh_set_blocking(l->base.s, 0); /* closing must not wait on a dead peer */
+		if (ssh_channel_is_open(l->base.ch))
+			(void)ssh_channel_close(l->base.ch);
+		(void)ssh_blocking_flush(l->base.s, 1000);
+		ssh_channel_free(l->base.ch);
 	}
-	if (l->s) {
-		if (ssh_is_connected(l->s))
-			ssh_disconnect(l->s);
-		ssh_free(l->s);
+	if (l->base.s) {
+		if (ssh_is_connected(l->base.s))
+			ssh_disconnect(l->base.s);
+		ssh_free(l->base.s);
 	}
 	free(l);
 }
@@ -414,28 +308,28 @@ static int link_finish(void *impl, int *exit_status)
 	int status = -1;
 	char sink[4096];
 
-	if (l->ch) {
-		if (ssh_channel_is_open(l->ch))
-			(void)ssh_channel_send_eof(l->ch);
+	if (l->base.ch) {
+		if (ssh_channel_is_open(l->base.ch))
+			(void)ssh_channel_send_eof(l->base.ch);
 		/* Non-blocking, so ssh_channel_get_exit_status only looks at what has arrived. The status
 		 * comes before the remote's close; its EOF may come either side of it. */
-		ssh_set_blocking(l->s, 0);
-		int64_t deadline = now_ms() + FINISH_DRAIN_MS;
+		ssh_set_blocking(l->base.s, 0);
+		int64_t deadline = net_ssh_now_ms() + FINISH_DRAIN_MS;
 		for (;;) {
-			forward_stderr(l);
-			while (ssh_channel_read_nonblocking(l->ch, sink, sizeof(sink), 0) > 0)
+			net_ssh_chan_forward_stderr(&l->base);
+			while (ssh_channel_read_nonblocking(l->base.ch, sink, sizeof(sink), 0) > 0)
 				; /* the caller is done with the messages; the rest is dropped */
-			status = ssh_channel_get_exit_status(l->ch);
-			if (ssh_channel_is_closed(l->ch) || (status != -1 && ssh_channel_is_eof(l->ch)))
+			status = ssh_channel_get_exit_status(l->base.ch);
+			if (ssh_channel_is_closed(l->base.ch) ||
+			    (status != -1 && ssh_channel_is_eof(l->base.ch)))
 				break;
-			int64_t rest = deadline - now_ms();
+			int64_t rest = deadline - net_ssh_now_ms();
 			if (rest <= 0)
 				break;
-			struct pollfd pf = {.fd = ssh_get_fd(l->s), .events = POLLIN};
-			(void)poll(&pf, 1, rest < POLL_STEP_MS ? (int)rest : POLL_STEP_MS);
+			net_ssh_wait_input(l->base.s, rest);
 		}
-		forward_stderr(l);
-		status = ssh_channel_get_exit_status(l->ch);
+		net_ssh_chan_forward_stderr(&l->base);
+		status = ssh_channel_get_exit_status(l->base.ch);
 		if (status < 0)
 			status = -1;
 	}
@@ -446,10 +340,10 @@ static int link_finish(void *impl, int *exit_status)
 }
 
 static const struct net_ctl_ops ssh_link_ops = {
-    .read = link_read,
-    .write = link_write,
-    .poll_fd = link_poll_fd,
-    .pending = link_pending,
+    .read = net_ssh_chan_read,
+    .write = net_ssh_chan_write,
+    .poll_fd = net_ssh_chan_poll_fd,
+    .pending = net_ssh_chan_pending,
     .finish = link_finish,
 };
 
@@ -511,7 +405,7 @@ static void host_label(ssh_session s, const char *fallback, char *out, size_t ca
 
 static int check_host_key(struct ssh_link *l, const struct net_ssh_opts *o, struct qs_err *err)
 {
-	ssh_session s = l->s;
+	ssh_session s = l->base.s;
 	ssh_key key = NULL;
 	unsigned char *hash = NULL;
 	size_t hlen = 0;
@@ -588,7 +482,7 @@ static bool auth_fatal(ssh_session s, int rc)
 
 static int authenticate(struct ssh_link *l, const struct net_ssh_opts *o, struct qs_err *err)
 {
-	ssh_session s = l->s;
+	ssh_session s = l->base.s;
 	char note[160] = "";
 	char path[1024];
 	int rc;
@@ -722,8 +616,9 @@ int net_ssh_connect(const struct net_ssh_opts *o, const char *command, struct ne
 	l = calloc(1, sizeof(*l));
 	if (!l)
 		return qs_err_set(err, -ENOMEM, "out of memory");
-	l->s = ssh_new();
-	if (!l->s) {
+	l->base.forward_stderr = true;
+	l->base.s = ssh_new();
+	if (!l->base.s) {
 		rc = qs_err_set(err, -ENOMEM, "cannot make an ssh session");
 		goto fail;
 	}
@@ -731,15 +626,15 @@ int net_ssh_connect(const struct net_ssh_opts *o, const char *command, struct ne
 	l->cb.userdata = l;
 	l->cb.auth_function = no_passphrase;
 	ssh_callbacks_init(&l->cb);
-	ssh_set_callbacks(l->s, &l->cb);
+	ssh_set_callbacks(l->base.s, &l->cb);
 
-	if ((rc = set_options(l->s, o, err)) < 0)
+	if ((rc = set_options(l->base.s, o, err)) < 0)
 		goto fail;
 
-	if (ssh_connect(l->s) != SSH_OK) {
-		const char *m = ssh_get_error(l->s);
+	if (ssh_connect(l->base.s) != SSH_OK) {
+		const char *m = ssh_get_error(l->base.s);
 		unsigned int port = 22;
-		(void)ssh_options_get_port(l->s, &port);
+		(void)ssh_options_get_port(l->base.s, &port);
 		rc = qs_err_set(err, connect_errno(m), "ssh: connect to host %s port %u: %s", o->host, port,
 		                m);
 		goto fail;
@@ -749,20 +644,21 @@ int net_ssh_connect(const struct net_ssh_opts *o, const char *command, struct ne
 	if ((rc = authenticate(l, o, err)) < 0)
 		goto fail;
 
-	l->ch = ssh_channel_new(l->s);
-	if (!l->ch) {
+	l->base.ch = ssh_channel_new(l->base.s);
+	if (!l->base.ch) {
 		rc = qs_err_set(err, -ENOMEM, "%s: cannot make a channel", o->host);
 		goto fail;
 	}
-	if (ssh_channel_open_session(l->ch) != SSH_OK) {
+	if (ssh_channel_open_session(l->base.ch) != SSH_OK) {
 		rc = qs_err_set(err, -EIO, "%s: cannot open a session channel: %s", o->host,
-		                ssh_get_error(l->s));
-		ssh_channel_free(l->ch);
-		l->ch = NULL;
+		                ssh_get_error(l->base.s));
+		ssh_channel_free(l->base.ch);
+		l->base.ch = NULL;
 		goto fail;
 	}
-	if (ssh_channel_request_exec(l->ch, command) != SSH_OK) {
-		rc = qs_err_set(err, -EIO, "%s: cannot run '%s': %s", o->host, command, ssh_get_error(l->s));
+	if (ssh_channel_request_exec(l->base.ch, command) != SSH_OK) {
+		rc = qs_err_set(err, -EIO, "%s: cannot run '%s': %s", o->host, command,
+		                ssh_get_error(l->base.s));
 		goto fail;
 	}
 
@@ -770,7 +666,7 @@ int net_ssh_connect(const struct net_ssh_opts *o, const char *command, struct ne
 		/* the QUIC side dials this; through a ProxyCommand there is no such address (length 0) */
 		socklen_t len = sizeof(*peer);
 		memset(peer, 0, sizeof(*peer));
-		if (getpeername(ssh_get_fd(l->s), (struct sockaddr *)peer, &len) != 0 ||
+		if (getpeername(ssh_get_fd(l->base.s), (struct sockaddr *)peer, &len) != 0 ||
 		    (peer->ss_family != AF_INET && peer->ss_family != AF_INET6)) {
 			memset(peer, 0, sizeof(*peer));
 			len = 0;
