@@ -13,6 +13,7 @@
 #include "net/stream.h"
 
 #define MUX_HTAB_MIN 64u
+#define MUX_FILL_MAX (NET_CTL_MAX_FRAME - NET_CTL_FRAME_HDR_MAX)
 
 struct mstream {
 	int64_t sid;
@@ -328,7 +329,8 @@ static int mux_process(void *impl, struct qs_err *err)
 		struct mstream *s = m->rhead;
 		int64_t sid = s->sid;
 		int fin = 0;
-		ssize_t n = m->cb.fill(m->cb.ctx, sid, s->user, payload, NET_CTL_MAX_FRAME, &fin);
+		/* header + payload within 64 KiB: two full SSH packets of 32 KiB, no runt third one */
+		ssize_t n = m->cb.fill(m->cb.ctx, sid, s->user, payload, MUX_FILL_MAX, &fin);
 		if (n < 0 || n > (ssize_t)NET_CTL_MAX_FRAME) {
 			reset_stream(m, s, n < 0 ? (uint64_t)-n : (uint64_t)EOVERFLOW);
 			continue;

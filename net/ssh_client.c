@@ -595,6 +595,10 @@ static int set_options(ssh_session s, const struct net_ssh_opts *o, struct qs_er
 		if (ssh_options_set(s, SSH_OPTIONS_TIMEOUT, &t) != SSH_OK)
 			return qs_err_set(err, -EINVAL, "bad ConnectTimeout %d", o->connect_timeout_s);
 	}
+	/* As OpenSSH does for every session: the tail of a large write must not wait for an ACK (Nagle),
+	 * or each 64 KiB frame of the SSH-only data path stalls on its last packet. */
+	int nodelay = 1;
+	(void)ssh_options_set(s, SSH_OPTIONS_NODELAY, &nodelay);
 	/* Explicit identities are tried first by authenticate() itself; adding them to libssh's list
 	 * too would only offer each failing key twice against the server's MaxAuthTries. */
 	return 0;
