@@ -75,6 +75,15 @@ void cli_on_event(void *ctx, const struct engine_event *ev)
 		case ENGINE_EV_SUMMARY:
 			json_stats(stdout, "summary", st);
 			break;
+		case ENGINE_EV_DATA_PATH:
+			fprintf(stdout, "{\"event\":\"data_path\",\"path\":");
+			json_str(stdout, ev->path ? ev->path : "");
+			fprintf(stdout, ",\"reason\":");
+			json_str(stdout, ev->msg ? ev->msg : "");
+			fprintf(stdout, ",\"files_done\":%llu}\n",
+			        st ? (unsigned long long)st->files_done : 0ull);
+			fflush(stdout);
+			break;
 		default:
 			break;
 		}
@@ -82,6 +91,11 @@ void cli_on_event(void *ctx, const struct engine_event *ev)
 	}
 
 	switch (ev->kind) {
+	case ENGINE_EV_DATA_PATH:
+		if (!c->eo.quiet)
+			fprintf(stderr, "%sqsync: data over SSH from here on: %s\n",
+			        c->progress && c->stderr_tty ? "\r\033[K" : "", ev->msg ? ev->msg : "");
+		break;
 	case ENGINE_EV_INFO:
 		if (!c->eo.quiet)
 			fprintf(stderr, "qsync: %s: %s\n", ev->path ? ev->path : "", ev->msg ? ev->msg : "");

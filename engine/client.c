@@ -246,7 +246,7 @@ static int switch_to_ssh(struct client *cl, const char *reason, struct qs_err *e
 	net_quic_free(cl->q);
 	cl->q = NULL;
 	snprintf(cl->st->data_path_reason, sizeof(cl->st->data_path_reason), "%s", reason);
-	engine_emit(cl->o, ENGINE_EV_INFO, "data path", reason, NULL);
+	engine_emit(cl->o, ENGINE_EV_DATA_PATH, "ssh", reason, cl->st);
 	memset(m, 0, sizeof(*m));
 	m->type = NET_CTL_DATA_PATH;
 	m->u.data_path.path = NET_CTL_PATH_SSH;
@@ -322,10 +322,7 @@ static int failover(struct client *cl, const char *what, struct qs_err *err)
 	char reason[QS_ERR_MSG_MAX + 80];
 	snprintf(reason, sizeof(reason), "QUIC lost mid-transfer (%s): the rest goes over the SSH connection",
 	         what);
-	int rc = switch_to_ssh(cl, reason, err);
-	if (rc == 0)
-		engine_emit(cl->o, ENGINE_EV_INFO, "data path", "switched to SSH", NULL);
-	return rc;
+	return switch_to_ssh(cl, reason, err);
 }
 
 /* Sends every entry. Returns an engine_exit code. */

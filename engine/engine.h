@@ -69,6 +69,7 @@ enum engine_event_kind {
 	ENGINE_EV_FILE_ERROR, /* path + msg: this entry failed */
 	ENGINE_EV_PROGRESS,   /* stats: a snapshot, at most a few per second */
 	ENGINE_EV_SUMMARY,    /* stats: the final figures */
+	ENGINE_EV_DATA_PATH,  /* path ("ssh") + msg (why): the file data changes path */
 };
 
 struct engine_stats {

@@ -111,6 +111,8 @@ check test "$rc" = 0
 check tree_compare "$work/mid" "$work/dst3"
 check test "$(field data_path "$work/3.json")" = ssh
 check grep -q 'mid-transfer' <<<"$(field data_path_reason "$work/3.json")"
+# the switch is an event of its own, and it came after QUIC had confirmed files
+check grep -q '"event":"data_path","path":"ssh".*"files_done":3[0-9][0-9]' "$work/3.json"
 total=$(field files_discovered "$work/3.json")
 quic=$(field files_done_quic "$work/3.json")
 ssh=$(field files_sent_ssh "$work/3.json")
