@@ -286,7 +286,8 @@ static void on_meta(struct rcv_job *j)
 			job_fail(j, NET_STREAM_EPROTO, "symlink target of impossible length");
 		return;
 	}
-	if (io_wfile_open(r->rootfd, j->path, &j->wf, &e) < 0) {
+	struct io_meta im = meta_for(r, m->mode, m->mtime_ns, m->uid, m->gid);
+	if (io_wfile_open(r->rootfd, j->path, im.mode, 0, &j->wf, &e) < 0) {
 		snprintf(msg, sizeof(msg), "%s", e.msg);
 		job_fail(j, NET_STREAM_EIO, msg);
 		return;
@@ -350,11 +351,8 @@ static void commit(struct rcv_job *j)
 			return;
 		}
 	} else if (!(m->flags & NET_STREAM_F_DIR)) {
-		struct stat old;
 		/* without -p, a file that is replaced keeps the permissions it had (rsync does the same) */
-		if (!r->perms && fstatat(j->wf.dirfd, j->wf.name, &old, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    S_ISREG(old.st_mode))
-			im.mode = old.st_mode & 07777;
+		im.keep_mode = !r->perms;
 		int rc = wbuf_flush(j);
 		wbuf_give_back(j);
 		if (rc < 0) {

@@ -212,11 +212,16 @@ static int receive(struct peer *p, struct qs_err *err)
 			qs_err_set(err, rc, "%s", de.msg);
 			return rc == -ETIMEDOUT ? ENGINE_EXIT_TIMEOUT : ENGINE_EXIT_NET;
 		}
-		for (;;) {
+		while (!bye) {
 			struct qs_err e = {0};
 			int r2 = net_ctl_recv(p->c, m, &e);
 			if (r2 == 0)
 				break;
+			if (r2 == -EPIPE && answered) {
+				bye =
+				    true; /* ack_complete was the last word that mattered; bye may be lost */
+				break;
+			}
 			if (r2 == -ENOMSG) {
 				engine_send_error(p->c, "UNKNOWN_TYPE", e.msg);
 				continue;

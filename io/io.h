@@ -49,30 +49,44 @@ int io_mkdir_beneath(int rootfd, const char *rel, struct qs_err *err);
 struct io_meta {
 	uint32_t mode; /* permission bits (type bits ignored) */
 	int64_t mtime_ns;
-	uint32_t uid, gid;
+	uint32_t uid, gid; /* (uint32_t)-1 leaves that one as it is */
 	bool set_mode, set_mtime, set_owner;
+	bool keep_mode; /* files: an existing regular file under the final name keeps its permission bits */
 };
 
-/* A file being received: a temporary ".<name>.qs.XXXXXX" in the target directory, mode 0600. */
+/* A file being received. Preferably an unnamed file (O_TMPFILE) in the target directory: invisible
+ * until commit links it in, and gone by itself if the process dies. Where the file system or /proc
+ * does not allow that (or IO_WFILE_NAMED is asked for), a temporary ".<name>.qs.XXXXXX", mode 0600,
+ * renamed into place at commit. */
 struct io_wfile {
-	int dirfd; /* the target directory */
-	int fd;    /* the temporary file */
-	char tmpname[IO_NAME_MAX + 1];
+	int dirfd;                     /* the target directory */
+	int fd;                        /* the file being written */
+	bool unnamed;                  /* fd is an O_TMPFILE: nothing is in the directory yet */
+	uint32_t mode;                 /* its permission bits now */
+	char tmpname[IO_NAME_MAX + 1]; /* the temporary's name ("" while unnamed) */
 	char name[IO_NAME_MAX + 1];
 };
 
-/* Creates the temporary file for rel beneath rootfd (parents created as io_open_parent does).
- * Returns 0 or a negative errno with err. */
-int io_wfile_open(int rootfd, const char *rel, struct io_wfile *w, struct qs_err *err);
+#define IO_WFILE_NAMED 0x1u /* a named temporary even where an unnamed file would do */
+
+/* Creates the file for rel beneath rootfd (parents created as io_open_parent does). mode: the
+ * permission bits it will end with; an unnamed file is created with them (less the umask, and never
+ * setuid/setgid) so that commit needs no chmod, a named temporary is always 0600. Returns 0 or a
+ * negative errno with err. */
+int io_wfile_open(int rootfd, const char *rel, uint32_t mode, unsigned flags, struct io_wfile *w,
+                  struct qs_err *err);
 
 /* Positioned write of all len bytes. Returns 0 or a negative errno. */
 int io_wfile_pwrite(struct io_wfile *w, const void *buf, size_t len, uint64_t off);
 
-/* Applies meta to the temporary file, optionally fsyncs, and renames it over name. The final name is
- * replaced only if it is not a directory. Returns 0, or a negative errno (the temporary is removed). */
+/* Applies meta (owner, mode, mtime: only what differs), optionally fsyncs, and puts the file in place:
+ * an unnamed file is linked in under name, or, when name exists, linked under a temporary name and
+ * renamed over it; a named temporary is renamed over name. A directory under the final name is never
+ * replaced (-EISDIR). Returns 0, or a negative errno (nothing is left behind, the final name as it
+ * was). */
 int io_wfile_commit(struct io_wfile *w, const struct io_meta *meta, bool do_fsync, struct qs_err *err);
 
-/* Removes the temporary file and closes everything; the final name is untouched. Safe to call twice. */
+/* Drops the file and closes everything; the final name is untouched. Safe to call twice. */
 void io_wfile_abort(struct io_wfile *w);
 
 /* Creates symlink rel -> target beneath rootfd atomically (temp name + rename), applying mtime and owner

@@ -1,7 +1,8 @@
-/* Atomic writes beneath the destination root: a received file lands in a temporary ".<name>.qs.XXXXXX"
- * next to its final name and is renamed over it only when complete and its metadata applied, so a good
- * file is never truncated or half-replaced. Symlinks are made the same way; directory metadata is
- * applied last, without following a symlink at the final component. */
+/* Atomic writes beneath the destination root: a received file is written unnamed (O_TMPFILE) in its
+ * target directory, or where that cannot be, as a temporary ".<name>.qs.XXXXXX", and gets its final name
+ * only when complete and its metadata applied (linked in, or renamed over the old file), so a good file
+ * is never truncated or half-replaced and a killed receiver leaves nothing behind. Symlinks are made the same
+ * way; directory metadata is applied last, without following a symlink at the final component. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -19,7 +20,6 @@
 #define IO_TMP_EXTRA      (1 + 4 + IO_TMP_SUFFIX_LEN)
 /* Longest symlink target we create (PATH_MAX including the NUL). */
 #define IO_LINK_MAX 4095
-
 
 static const char *q(const char *p, char *buf, size_t cap)
 {
@@ -78,7 +78,57 @@ static int not_a_dir(int dirfd, const char *name)
 	return 0;
 }
 
-int io_wfile_open(int rootfd, const char *rel, struct io_wfile *w, struct qs_err *err)
+/* The process's umask, read once without changing it (other threads may be creating files). */
+static mode_t umask_now(void)
+{
+	static int cached = -1; /* relaxed: every thread that races here computes the same value */
+	int c = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+	if (c >= 0)
+		return (mode_t)c;
+	unsigned v = 0;
+	FILE *f = fopen("/proc/self/status", "re");
+	char line[128];
+	bool found = false;
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "Umask: %o", &v) == 1) {
+			found = true;
+			break;
+		}
+	if (f)
+		fclose(f);
+	if (!found) {
+		mode_t m = umask(077);
+		umask(m);
+		v = m;
+	}
+	__atomic_store_n(&cached, (int)(v & 0777), __ATOMIC_RELAXED);
+	return (mode_t)(v & 0777);
+}
+
+/* Whether O_TMPFILE files can be linked in here: needs /proc for the linkat (or root's AT_EMPTY_PATH). */
+static bool unnamed_ok(void)
+{
+	static int ok = -1; /* relaxed: racing threads all find the same answer */
+	int v = __atomic_load_n(&ok, __ATOMIC_RELAXED);
+	if (v < 0) {
+		v = access("/proc/self/fd", X_OK) == 0;
+		__atomic_store_n(&ok, v, __ATOMIC_RELAXED);
+	}
+	return v == 1;
+}
+
+/* Gives the unnamed file w->fd the name `name` in w->dirfd. Returns 0 or a negative errno. */
+static int link_in(struct io_wfile *w, const char *name)
+{
+	char proc[64];
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", w->fd);
+	if (linkat(AT_FDCWD, proc, w->dirfd, name, AT_SYMLINK_FOLLOW) == 0)
+		return 0;
+	return -errno;
+}
+
+int io_wfile_open(int rootfd, const char *rel, uint32_t mode, unsigned flags, struct io_wfile *w,
+                  struct qs_err *err)
 {
 	const char *base;
 	char qb[IO_QUOTE_MAX];
@@ -86,6 +136,7 @@ int io_wfile_open(int rootfd, const char *rel, struct io_wfile *w, struct qs_err
 
 	w->dirfd = -1;
 	w->fd = -1;
+	w->unnamed = false;
 	w->tmpname[0] = '\0';
 	w->name[0] = '\0';
 	rc = io_open_parent(rootfd, rel, &base, err);
@@ -93,6 +144,18 @@ int io_wfile_open(int rootfd, const char *rel, struct io_wfile *w, struct qs_err
 		return rc;
 	w->dirfd = rc;
 	snprintf(w->name, sizeof(w->name), "%s", base); /* io_path_check bounded it */
+	if (!(flags & IO_WFILE_NAMED) && unnamed_ok()) {
+		/* never setuid/setgid before the content and owner are final; commit adds them */
+		mode_t m = (mode ? mode : 0600) & 0777;
+		rc = openat(w->dirfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, m);
+		if (rc >= 0) {
+			w->fd = rc;
+			w->unnamed = true;
+			w->mode = m & ~umask_now();
+			return 0;
+		}
+		/* no O_TMPFILE on this file system: a named temporary instead */
+	}
 	for (int i = 0; i < IO_TMP_TRIES; i++) {
 		tmp_name(w->tmpname, w->name);
 		rc = openat(w->dirfd, w->tmpname, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -108,6 +171,7 @@ int io_wfile_open(int rootfd, const char *rel, struct io_wfile *w, struct qs_err
 		return rc;
 	}
 	w->fd = rc;
+	w->mode = 0600;
 	return 0;
 }
 
@@ -135,22 +199,63 @@ int io_wfile_pwrite(struct io_wfile *w, const void *buf, size_t len, uint64_t of
 	return 0;
 }
 
+/* Links the unnamed file in over an existing name: under a temporary name first, then renamed over
+ * it, so the final name always holds either the old file or the whole new one. */
+static int link_over(struct io_wfile *w)
+{
+	int rc = -EEXIST;
+	for (int i = 0; i < IO_TMP_TRIES && rc == -EEXIST; i++) {
+		tmp_name(w->tmpname, w->name);
+		rc = link_in(w, w->tmpname);
+	}
+	if (rc < 0) {
+		w->tmpname[0] = '\0';
+		return rc;
+	}
+	if ((rc = not_a_dir(w->dirfd, w->name)) < 0)
+		return rc;
+	if (renameat(w->dirfd, w->tmpname, w->dirfd, w->name) < 0)
+		return -errno;
+	w->tmpname[0] = '\0';
+	return 0;
+}
+
 int io_wfile_commit(struct io_wfile *w, const struct io_meta *meta, bool do_fsync, struct qs_err *err)
 {
 	char qb[IO_QUOTE_MAX];
 	const char *what = "";
 	int rc = 0;
+	struct stat st;
 
 	if (w->fd < 0 || w->dirfd < 0)
 		return qs_err_set(err, -EBADF, "no file being written");
-	/* chown first: it clears setuid/setgid, which the chmod after it puts back. */
-	if (meta && meta->set_owner && fchown(w->fd, meta->uid, meta->gid) < 0) {
-		what = "set owner of";
-		goto fail;
+	uint32_t want = meta && meta->set_mode ? meta->mode & 07777 : w->mode;
+	bool chowned = false;
+	/* chown first: it clears setuid/setgid, which the chmod after it puts back. Only when the owner
+	 * differs: a chown is a journalled inode update even when it changes nothing. */
+	if (meta && meta->set_owner) {
+		if (fstat(w->fd, &st) < 0) {
+			what = "stat";
+			goto fail;
+		}
+		if ((meta->uid != (uint32_t)-1 && st.st_uid != meta->uid) ||
+		    (meta->gid != (uint32_t)-1 && st.st_gid != meta->gid)) {
+			if (fchown(w->fd, meta->uid, meta->gid) < 0) {
+				what = "set owner of";
+				goto fail;
+			}
+			chowned = true;
+		}
 	}
-	if (meta && meta->set_mode && fchmod(w->fd, meta->mode & 07777) < 0) {
-		what = "set mode of";
-		goto fail;
+	if (meta && meta->keep_mode && fstatat(w->dirfd, w->name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISREG(st.st_mode))
+		want = st.st_mode & 07777; /* like rsync without -p: a replaced file keeps its permissions */
+	if (want != w->mode || (chowned && (want & 06000))) {
+		if (fchmod(w->fd, want) < 0) {
+			what = "set mode of";
+			goto fail;
+		}
+		w->mode = want;
 	}
 	if (meta && meta->set_mtime) {
 		struct timespec ts[2];
@@ -164,28 +269,48 @@ int io_wfile_commit(struct io_wfile *w, const struct io_meta *meta, bool do_fsyn
 		what = "fsync";
 		goto fail;
 	}
-	/* close can report a late write error (NFS, quota): it has to come before the rename. */
-	rc = close(w->fd);
-	w->fd = -1;
-	if (rc < 0) {
-		what = "write";
-		goto fail;
+	if (w->unnamed) {
+		/* the file gets a name only now, complete and with its metadata */
+		rc = link_in(w, w->name);
+		if (rc == -EEXIST)
+			rc = link_over(w);
+		if (rc < 0) {
+			errno = -rc;
+			if (rc == -EISDIR)
+				goto isdir;
+			what = "link into place";
+			goto fail;
+		}
+		rc = close(w->fd);
+		w->fd = -1;
+		(void)rc; /* the name is already there: a late error here cannot be undone (local disks
+		           * report write errors on write, or on fsync with --fsync) */
+	} else {
+		/* close can report a late write error (NFS, quota): it has to come before the rename. */
+		rc = close(w->fd);
+		w->fd = -1;
+		if (rc < 0) {
+			what = "write";
+			goto fail;
+		}
+		rc = not_a_dir(w->dirfd, w->name);
+		if (rc < 0)
+			goto isdir;
+		if (renameat(w->dirfd, w->tmpname, w->dirfd, w->name) < 0) {
+			what = "rename into place";
+			goto fail;
+		}
+		w->tmpname[0] = '\0'; /* it is the final file now: abort must not remove it */
 	}
-	rc = not_a_dir(w->dirfd, w->name);
-	if (rc < 0) {
-		qs_err_set(err, rc, "cannot replace \"%s\": it is a directory", q(w->name, qb, sizeof(qb)));
-		goto out;
-	}
-	if (renameat(w->dirfd, w->tmpname, w->dirfd, w->name) < 0) {
-		what = "rename into place";
-		goto fail;
-	}
-	w->tmpname[0] = '\0'; /* it is the final file now: abort must not remove it */
 	if (do_fsync && fsync(w->dirfd) < 0) {
 		what = "fsync the directory of";
 		goto fail;
 	}
 	rc = 0;
+	goto out;
+isdir:
+	rc = -EISDIR;
+	qs_err_set(err, rc, "cannot replace \"%s\": it is a directory", q(w->name, qb, sizeof(qb)));
 	goto out;
 fail:
 	rc = -errno;
@@ -201,11 +326,12 @@ void io_wfile_abort(struct io_wfile *w)
 		unlinkat(w->dirfd, w->tmpname, 0);
 	w->tmpname[0] = '\0';
 	if (w->fd >= 0)
-		close(w->fd);
+		close(w->fd); /* an unnamed file is gone with its last descriptor */
 	w->fd = -1;
 	if (w->dirfd >= 0)
 		close(w->dirfd);
 	w->dirfd = -1;
+	w->unnamed = false;
 }
 
 int io_symlink_beneath(int rootfd, const char *rel, const char *target, const struct io_meta *meta,

@@ -91,7 +91,7 @@ check test -z "$(grep -rl 'OUTSIDE SECRET' "$work/race/dst" 2>/dev/null)"
 # 9. The receiver stopped by SIGTERM in the middle of a file: it exits, the client reports failure,
 # and neither a temporary nor a partial file is left in the destination.
 mkdir -p "$work/sig/src"
-head -c $((400 * 1024 * 1024)) /dev/zero >"$work/sig/src/big"
+truncate -s 2G "$work/sig/src/big" # sparse: 2 GiB to send, nothing on disk
 cat >"$work/sig/server.sh" <<SH
 #!/bin/sh
 echo \$\$ >"$work/sig/server.pid"
@@ -99,13 +99,14 @@ exec "$QSYNC_BIN" "\$@"
 SH
 chmod +x "$work/sig/server.sh"
 set +e
-"$QSYNC_BIN" -a -q --streams 4 -e "$QS_RSH" --remote-path "$work/sig/server.sh" "$work/sig/src/" \
-	"$me@127.0.0.1:$work/sig/dst/" 2>"$work/sig/err" &
+"$QSYNC_BIN" -a --json --streams 4 -e "$QS_RSH" --remote-path "$work/sig/server.sh" "$work/sig/src/" \
+	"$me@127.0.0.1:$work/sig/dst/" >"$work/sig/out.json" 2>"$work/sig/err" &
 client=$!
-for _ in $(seq 1 200); do   # until the temporary exists (at most 10 s)
-	[ -n "$(find "$work/sig/dst" -name '.big.qs.*' 2>/dev/null)" ] && break
+for _ in $(seq 1 400); do   # until a good part of the file is on its way (at most 20 s)
+	grep -q '"bytes_sent":[0-9]\{9,\}' "$work/sig/out.json" 2>/dev/null && break
 	sleep 0.05
 done
+check test -n "$(ls /proc/"$(cat "$work/sig/server.pid")"/fd 2>/dev/null)" # still receiving
 kill -TERM "$(cat "$work/sig/server.pid")"
 wait "$client"
 rc=$?

@@ -266,15 +266,16 @@ serve_stop "$limit_pid"
 
 # ---- SIGTERM to the daemon in the middle of a transfer: it stops, the session cleans up after itself ----
 mkdir -p "$work/sig/src"
-head -c $((400 * 1024 * 1024)) /dev/zero >"$work/sig/src/big"
+truncate -s 2G "$work/sig/src/big" # sparse: 2 GiB to send, nothing on disk
 set +e
-"$QSYNC_BIN" -a -q --streams 4 -e "$rsh1" --remote-path "$QSYNC_BIN" "$work/sig/src/" \
-	"$me@127.0.0.1:$work/sig/dst/" 2>"$work/sig/err" &
+"$QSYNC_BIN" -a --json --streams 4 -e "$rsh1" --remote-path "$QSYNC_BIN" "$work/sig/src/" \
+	"$me@127.0.0.1:$work/sig/dst/" >"$work/sig/out.json" 2>"$work/sig/err" &
 client=$!
-for _ in $(seq 1 200); do # until the temporary exists (at most 10 s)
-	[ -n "$(find "$work/sig/dst" -name '.big.qs.*' 2>/dev/null)" ] && break
+for _ in $(seq 1 400); do # until a good part of the file is on its way (at most 20 s)
+	grep -q '"bytes_sent":[0-9]\{9,\}' "$work/sig/out.json" 2>/dev/null && break
 	sleep 0.05
 done
+check test ! -e "$work/sig/dst/big" # still under way
 t0=$(date +%s)
 serve_forget "$main_pid"
 kill -TERM "$main_pid"

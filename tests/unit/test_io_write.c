@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "io/io.h"
@@ -35,6 +36,7 @@ static int failures;
 
 static char tmpdir[64];
 static int root = -1;
+static unsigned wflags; /* 0: unnamed files where possible; IO_WFILE_NAMED: named temporaries */
 
 static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
 {
@@ -132,7 +134,7 @@ static int write_file(const char *rel, const void *data, size_t len, const struc
                       struct qs_err *e)
 {
 	struct io_wfile w;
-	int rc = io_wfile_open(root, rel, &w, e);
+	int rc = io_wfile_open(root, rel, 0, wflags, &w, e);
 	if (rc < 0)
 		return rc;
 	rc = io_wfile_pwrite(&w, data, len, 0);
@@ -154,14 +156,18 @@ static void test_commit(void)
 		data[i] = (unsigned char)(i * 7 + (i >> 8));
 
 	/* bytes written out of order, in pieces, land exactly */
-	CHECK_RC(io_wfile_open(root, "dir/sub/f", &w, &e), 0);
+	CHECK_RC(io_wfile_open(root, "dir/sub/f", 0, wflags, &w, &e), 0);
 	CHECK(w.fd >= 0 && w.dirfd >= 0);
-	CHECK(strcmp(w.name, "f") == 0 && strncmp(w.tmpname, ".f.qs.", 6) == 0 && strlen(w.tmpname) == 12);
+	CHECK(strcmp(w.name, "f") == 0);
+	if (w.unnamed) /* nothing at all in the directory while it is written */
+		CHECK(w.tmpname[0] == '\0');
+	else
+		CHECK(strncmp(w.tmpname, ".f.qs.", 6) == 0 && strlen(w.tmpname) == 12);
 	CHECK(fstat(w.fd, &st) == 0 && (st.st_mode & 07777) == 0600);
 	CHECK_RC(io_wfile_pwrite(&w, data + 30000, 10000, 30000), 0);
 	CHECK_RC(io_wfile_pwrite(&w, data, 30000, 0), 0);
 	CHECK(!exists(P("root/dir/sub/f"))); /* nothing under the final name yet */
-	CHECK(temps_in(P("root/dir/sub")) == 1);
+	CHECK(temps_in(P("root/dir/sub")) == (w.unnamed ? 0 : 1));
 	struct io_meta m = {
 	    .mode = 0640, .mtime_ns = 1234567890123456789LL, .set_mode = true, .set_mtime = true};
 	CHECK_RC(io_wfile_commit(&w, &m, true, &e), 0);
@@ -174,7 +180,7 @@ static void test_commit(void)
 	CHECK(file_is(P("root/dir/sub/f"), data, sizeof(data)));
 
 	/* 0755, an mtime before 1970, no fsync */
-	CHECK_RC(io_wfile_open(root, "x755", &w, &e), 0);
+	CHECK_RC(io_wfile_open(root, "x755", 0, wflags, &w, &e), 0);
 	CHECK_RC(io_wfile_pwrite(&w, "#!", 2, 0), 0);
 	m = (struct io_meta){.mode = 0755, .mtime_ns = -1500000000LL, .set_mode = true, .set_mtime = true};
 	CHECK_RC(io_wfile_commit(&w, &m, false, &e), 0);
@@ -182,19 +188,19 @@ static void test_commit(void)
 	CHECK(st.st_mtim.tv_sec == -2 && st.st_mtim.tv_nsec == 500000000);
 
 	/* an empty file with no metadata keeps 0600 */
-	CHECK_RC(io_wfile_open(root, "empty", &w, &e), 0);
+	CHECK_RC(io_wfile_open(root, "empty", 0, wflags, &w, &e), 0);
 	CHECK_RC(io_wfile_commit(&w, NULL, false, &e), 0);
 	CHECK(lstat(P("root/empty"), &st) == 0 && st.st_size == 0 && (st.st_mode & 07777) == 0600);
 
 	if (geteuid() == 0) {
 		/* setuid survives the chown that would clear it */
-		CHECK_RC(io_wfile_open(root, "suid", &w, &e), 0);
+		CHECK_RC(io_wfile_open(root, "suid", 0, wflags, &w, &e), 0);
 		m = (struct io_meta){
 		    .mode = 04755, .uid = 1234, .gid = 5678, .set_mode = true, .set_owner = true};
 		CHECK_RC(io_wfile_commit(&w, &m, false, &e), 0);
 		CHECK(lstat(P("root/suid"), &st) == 0 && (st.st_mode & 07777) == 04755);
 		CHECK(st.st_uid == 1234 && st.st_gid == 5678);
-		CHECK_RC(io_wfile_open(root, "sticky", &w, &e), 0);
+		CHECK_RC(io_wfile_open(root, "sticky", 0, wflags, &w, &e), 0);
 		m = (struct io_meta){.mode = 03775, .uid = 0, .gid = 0, .set_mode = true, .set_owner = true};
 		CHECK_RC(io_wfile_commit(&w, &m, false, &e), 0);
 		CHECK(lstat(P("root/sticky"), &st) == 0 && (st.st_mode & 07777) == 03775);
@@ -206,8 +212,8 @@ static void test_commit(void)
 	char longname[IO_NAME_MAX + 1];
 	memset(longname, 'L', IO_NAME_MAX);
 	longname[IO_NAME_MAX] = '\0';
-	CHECK_RC(io_wfile_open(root, longname, &w, &e), 0);
-	CHECK(strlen(w.tmpname) == IO_NAME_MAX);
+	CHECK_RC(io_wfile_open(root, longname, 0, wflags, &w, &e), 0);
+	CHECK(w.unnamed || strlen(w.tmpname) == IO_NAME_MAX);
 	CHECK_RC(io_wfile_pwrite(&w, "long", 4, 0), 0);
 	CHECK_RC(io_wfile_commit(&w, NULL, false, &e), 0);
 	char lp[IO_NAME_MAX + 8];
@@ -215,10 +221,10 @@ static void test_commit(void)
 	CHECK(file_is(P(lp), "long", 4));
 
 	/* bad names never get as far as the disk */
-	CHECK_RC(io_wfile_open(root, "../outside/victim", &w, &e), -EINVAL);
+	CHECK_RC(io_wfile_open(root, "../outside/victim", 0, wflags, &w, &e), -EINVAL);
 	CHECK(w.fd == -1 && w.dirfd == -1);
 	io_wfile_abort(&w);
-	CHECK_RC(io_wfile_open(root, "/abs", &w, &e), -EINVAL);
+	CHECK_RC(io_wfile_open(root, "/abs", 0, wflags, &w, &e), -EINVAL);
 	CHECK(temps_in(P("root")) == 0);
 	CHECK(temps_in(P("outside")) == 0);
 }
@@ -231,7 +237,7 @@ static void test_abort_and_replace(void)
 
 	/* abort leaves a good file as it was, and no temporary */
 	put_file(P("root/good"), "good content");
-	CHECK_RC(io_wfile_open(root, "good", &w, &e), 0);
+	CHECK_RC(io_wfile_open(root, "good", 0, wflags, &w, &e), 0);
 	CHECK_RC(io_wfile_pwrite(&w, "half", 4, 0), 0);
 	io_wfile_abort(&w);
 	io_wfile_abort(&w); /* twice is fine */
@@ -251,7 +257,7 @@ static void test_abort_and_replace(void)
 	/* the final name is a directory: -EISDIR, the directory and its content stay, no temporary */
 	mkdir(P("root/isdir"), 0755);
 	put_file(P("root/isdir/keep"), "k");
-	CHECK_RC(io_wfile_open(root, "isdir", &w, &e), 0);
+	CHECK_RC(io_wfile_open(root, "isdir", 0, wflags, &w, &e), 0);
 	CHECK_RC(io_wfile_pwrite(&w, "x", 1, 0), 0);
 	CHECK_RC(io_wfile_commit(&w, NULL, false, &e), -EISDIR);
 	CHECK(strstr(e.msg, "\"isdir\"") && strstr(e.msg, "directory"));
@@ -266,12 +272,12 @@ static void test_abort_and_replace(void)
 	CHECK_RC(io_wfile_commit(&w, NULL, false, &e), -EBADF);
 	if (geteuid() != 0) {
 		struct io_meta m = {.uid = 0, .gid = 0, .set_owner = true};
-		CHECK_RC(io_wfile_open(root, "good", &w, &e), 0);
+		CHECK_RC(io_wfile_open(root, "good", 0, wflags, &w, &e), 0);
 		CHECK(io_wfile_commit(&w, &m, false, &e) == -EPERM);
 		CHECK(file_is(P("root/good"), "new", 3));
 		CHECK(temps_in(P("root")) == 0);
 	}
-	CHECK_RC(io_wfile_open(root, "huge", &w, &e), 0);
+	CHECK_RC(io_wfile_open(root, "huge", 0, wflags, &w, &e), 0);
 	CHECK_RC(io_wfile_pwrite(&w, "x", 1, (uint64_t)INT64_MAX), -EFBIG);
 	io_wfile_abort(&w);
 	CHECK(!exists(P("root/huge")));
@@ -293,6 +299,80 @@ static void test_abort_and_replace(void)
 	CHECK(symlink("dir", P("root/indir")) == 0);
 	CHECK(write_file("indir/f", "evil", 4, NULL, &e) < 0);
 	CHECK(!exists(P("root/dir/f")));
+}
+
+/* Unnamed files: created with their final mode, linked in at commit, gone if never committed, and the
+ * same atomic replace of an existing file through a temporary name. */
+static void test_unnamed(void)
+{
+	struct qs_err e = {0};
+	struct io_wfile w;
+	struct stat st, st2;
+
+	CHECK_RC(io_wfile_open(root, "u/m640", 0640, 0, &w, &e), 0);
+	if (!w.unnamed) {
+		fprintf(stderr, "test_io_write: no O_TMPFILE here, unnamed cases skipped\n");
+		io_wfile_abort(&w);
+		return;
+	}
+	CHECK(fstat(w.fd, &st) == 0 && (st.st_mode & 07777) == 0640 && w.mode == 0640);
+	CHECK_RC(io_wfile_pwrite(&w, "abc", 3, 0), 0);
+	struct io_meta m = {.mode = 0640, .set_mode = true};
+	CHECK_RC(io_wfile_commit(&w, &m, false, &e), 0);
+	CHECK(file_is(P("root/u/m640"), "abc", 3));
+	CHECK(lstat(P("root/u/m640"), &st) == 0 && (st.st_mode & 07777) == 0640);
+
+	/* the umask applies to the creation mode, and commit puts the wanted bits back */
+	CHECK_RC(io_wfile_open(root, "u/m666", 0666, 0, &w, &e), 0);
+	CHECK(w.mode == 0644);
+	m = (struct io_meta){.mode = 0666, .set_mode = true};
+	CHECK_RC(io_wfile_commit(&w, &m, false, &e), 0);
+	CHECK(lstat(P("root/u/m666"), &st) == 0 && (st.st_mode & 07777) == 0666);
+
+	/* a process that dies before commit leaves nothing, not even a temporary */
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct io_wfile cw;
+		struct qs_err ce = {0};
+		if (io_wfile_open(root, "u/dies", 0644, 0, &cw, &ce) == 0 &&
+		    io_wfile_pwrite(&cw, "half", 4, 0) == 0)
+			_exit(0);
+		_exit(1);
+	}
+	int status = -1;
+	CHECK(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK(!exists(P("root/u/dies")));
+	CHECK(temps_in(P("root/u")) == 0);
+
+	/* replacing an existing file: a new inode under the name, the old one intact for its holders,
+	 * and without set_mode but with keep_mode the old permission bits */
+	CHECK(chmod(P("root/u/m640"), 0604) == 0);
+	int old = open(P("root/u/m640"), O_RDONLY);
+	CHECK(old >= 0 && fstat(old, &st) == 0);
+	CHECK_RC(io_wfile_open(root, "u/m640", 0600, 0, &w, &e), 0);
+	CHECK_RC(io_wfile_pwrite(&w, "new!", 4, 0), 0);
+	m = (struct io_meta){.keep_mode = true};
+	CHECK_RC(io_wfile_commit(&w, &m, false, &e), 0);
+	CHECK(file_is(P("root/u/m640"), "new!", 4));
+	CHECK(lstat(P("root/u/m640"), &st2) == 0 && st2.st_ino != st.st_ino && (st2.st_mode & 07777) == 0604);
+	char b[8] = {0};
+	CHECK(pread(old, b, sizeof(b), 0) == 3 && strcmp(b, "abc") == 0);
+	close(old);
+	CHECK(temps_in(P("root/u")) == 0);
+
+	/* a directory under the final name is never replaced, and the temporary name goes again */
+	mkdir(P("root/u/d"), 0755);
+	CHECK_RC(io_wfile_open(root, "u/d", 0644, 0, &w, &e), 0);
+	CHECK_RC(io_wfile_commit(&w, NULL, false, &e), -EISDIR);
+	CHECK(lstat(P("root/u/d"), &st) == 0 && S_ISDIR(st.st_mode));
+	CHECK(temps_in(P("root/u")) == 0);
+
+	/* setuid is never there while the file is written, and is there once committed */
+	CHECK_RC(io_wfile_open(root, "u/suid", 04755, 0, &w, &e), 0);
+	CHECK(fstat(w.fd, &st) == 0 && (st.st_mode & 07000) == 0);
+	m = (struct io_meta){.mode = 04755, .set_mode = true};
+	CHECK_RC(io_wfile_commit(&w, &m, false, &e), 0);
+	CHECK(lstat(P("root/u/suid"), &st) == 0 && (st.st_mode & 07777) == 04755);
 }
 
 static void test_symlink(void)
@@ -534,6 +614,14 @@ int main(void)
 	setup();
 	test_commit();
 	test_abort_and_replace();
+	test_unnamed();
+	teardown();
+	/* the named-temporary path, for file systems without O_TMPFILE */
+	setup();
+	wflags = IO_WFILE_NAMED;
+	test_commit();
+	test_abort_and_replace();
+	wflags = 0;
 	test_symlink();
 	test_meta();
 	test_walk();
