@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "engine/engine.h"
+#include "io/io.h"
 #include "net/control.h"
 #include "net/dp.h"
 #include "net/quic.h"
@@ -127,6 +128,8 @@ struct rcv_report {
 
 struct receiver {
 	int rootfd;
+	struct io_dircache *dc; /* parents of the files being written, beneath rootfd */
+	bool root;              /* running as root: owner and group can be given away */
 	bool single_file;
 	char single_name[256];
 	bool single_used;

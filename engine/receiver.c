@@ -185,7 +185,7 @@ static struct io_meta meta_for(const struct receiver *r, uint32_t mode, int64_t 
 	im.mode = r->perms ? mode & 07777 : mode & 0777 & ~r->umask;
 	im.set_mtime = r->times;
 	im.mtime_ns = mtime_ns;
-	im.set_owner = (r->owner || r->group) && geteuid() == 0;
+	im.set_owner = (r->owner || r->group) && r->root;
 	im.uid = r->owner ? uid : (uint32_t)-1; /* -1: fchown leaves it */
 	im.gid = r->group ? gid : (uint32_t)-1;
 	return im;
@@ -287,7 +287,7 @@ static void on_meta(struct rcv_job *j)
 		return;
 	}
 	struct io_meta im = meta_for(r, m->mode, m->mtime_ns, m->uid, m->gid);
-	if (io_wfile_open(r->rootfd, j->path, im.mode, 0, &j->wf, &e) < 0) {
+	if (io_wfile_open_dc(r->dc, j->path, im.mode, 0, &j->wf, &e) < 0) {
 		snprintf(msg, sizeof(msg), "%s", e.msg);
 		job_fail(j, NET_STREAM_EIO, msg);
 		return;
@@ -530,6 +530,9 @@ int receiver_open(struct receiver *r, const struct net_ctl_sync_start *ss, struc
 	r->rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (r->rootfd < 0)
 		return qs_err_set(err, -errno, "cannot open destination \"%s\": %s", root, strerror(errno));
+	r->root = geteuid() == 0;
+	if (io_dircache_new(r->rootfd, &r->dc) < 0)
+		return qs_err_set(err, -ENOMEM, "out of memory");
 	return 0;
 }
 
@@ -616,6 +619,8 @@ void receiver_free(struct receiver *r)
 	while (r->n_wfree > 0)
 		free(r->wfree[--r->n_wfree]);
 	r->n_dirs = r->cap_dirs = 0;
+	io_dircache_free(r->dc);
+	r->dc = NULL;
 	if (r->rootfd >= 0)
 		close(r->rootfd);
 	r->rootfd = -1;

@@ -462,7 +462,8 @@ static ssize_t snd_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t
 					if (fd < 0)
 						return fd;
 					j->fd = fd;
-					posix_fadvise(j->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+					if (size > (1u << 20)) /* small files: one read, no advice needed */
+						posix_fadvise(j->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 				}
 				ssize_t r = pread(j->fd, buf + n, k, (off_t)j->data_off);
 				if (r < 0 && errno == EINTR)

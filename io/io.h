@@ -45,6 +45,39 @@ int io_open_parent(int rootfd, const char *rel, const char **base, struct qs_err
  * it is); an existing non-directory, a symlink included, is -EEXIST. rel "" is the root itself (no-op). */
 int io_mkdir_beneath(int rootfd, const char *rel, struct qs_err *err);
 
+/* ---- a cache of open parent directories ------------------------------------------------------ */
+
+/* Entries arrive grouped by directory, so the parent a file needs was usually opened for the file
+ * before it: the cache keeps the last IO_DIRCACHE_SLOTS parents open, by path beneath one root, each
+ * with its mode and group (a file created in a setgid directory takes its group). One thread uses a
+ * cache; a held entry is never evicted. */
+#define IO_DIRCACHE_SLOTS 16
+
+struct io_dircache;
+
+/* A cache of directories beneath rootfd (borrowed: it must outlive the cache). Returns 0 or -ENOMEM. */
+int io_dircache_new(int rootfd, struct io_dircache **out);
+void io_dircache_free(struct io_dircache *dc);
+
+/* A held parent directory (see io_dircache_parent). */
+struct io_dirref {
+	int fd;
+	mode_t mode;
+	gid_t gid;
+	int slot; /* -1: not cached, fd is the holder's to close (io_dircache_put does) */
+};
+
+/* As io_open_parent (checks rel, creates missing parents with mode 0700), but the directory comes
+ * from, and is held in, the cache. Returns 0 with *ref filled, or a negative errno with err. */
+int io_dircache_parent(struct io_dircache *dc, const char *rel, const char **base, struct io_dirref *ref,
+                       struct qs_err *err);
+
+/* Lets go of a held directory. */
+void io_dircache_put(struct io_dircache *dc, struct io_dirref *ref);
+
+/* Forgets rel and everything below it (a directory replaced or removed by the caller). */
+void io_dircache_forget(struct io_dircache *dc, const char *rel);
+
 /* Metadata to apply to a finished entry. */
 struct io_meta {
 	uint32_t mode; /* permission bits (type bits ignored) */
@@ -60,6 +93,8 @@ struct io_meta {
  * renamed into place at commit. */
 struct io_wfile {
 	int dirfd;                     /* the target directory */
+	struct io_dircache *dc;        /* dirfd is held in this cache (NULL: dirfd is ours to close) */
+	struct io_dirref dir;          /* ... as this reference */
 	int fd;                        /* the file being written */
 	bool unnamed;                  /* fd is an O_TMPFILE: nothing is in the directory yet */
 	uint32_t mode;                 /* its permission bits now */
@@ -75,6 +110,10 @@ struct io_wfile {
  * negative errno with err. */
 int io_wfile_open(int rootfd, const char *rel, uint32_t mode, unsigned flags, struct io_wfile *w,
                   struct qs_err *err);
+
+/* The same, with the parent directory from (and held in) dc until commit or abort. */
+int io_wfile_open_dc(struct io_dircache *dc, const char *rel, uint32_t mode, unsigned flags,
+                     struct io_wfile *w, struct qs_err *err);
 
 /* Positioned write of all len bytes. Returns 0 or a negative errno. */
 int io_wfile_pwrite(struct io_wfile *w, const void *buf, size_t len, uint64_t off);

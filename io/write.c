@@ -105,6 +105,28 @@ static mode_t umask_now(void)
 	return (mode_t)(v & 0777);
 }
 
+static uid_t geteuid_cached(void)
+{
+	static long v = -1; /* relaxed: racing threads store the same value */
+	long c = __atomic_load_n(&v, __ATOMIC_RELAXED);
+	if (c < 0) {
+		c = (long)geteuid();
+		__atomic_store_n(&v, c, __ATOMIC_RELAXED);
+	}
+	return (uid_t)c;
+}
+
+static gid_t getegid_cached(void)
+{
+	static long v = -1; /* relaxed: racing threads store the same value */
+	long c = __atomic_load_n(&v, __ATOMIC_RELAXED);
+	if (c < 0) {
+		c = (long)getegid();
+		__atomic_store_n(&v, c, __ATOMIC_RELAXED);
+	}
+	return (gid_t)c;
+}
+
 /* Whether O_TMPFILE files can be linked in here: needs /proc for the linkat (or root's AT_EMPTY_PATH). */
 static bool unnamed_ok(void)
 {
@@ -127,22 +149,24 @@ static int link_in(struct io_wfile *w, const char *name)
 	return -errno;
 }
 
-int io_wfile_open(int rootfd, const char *rel, uint32_t mode, unsigned flags, struct io_wfile *w,
-                  struct qs_err *err)
+static void wfile_init(struct io_wfile *w)
 {
-	const char *base;
-	char qb[IO_QUOTE_MAX];
-	int rc;
-
 	w->dirfd = -1;
+	w->dc = NULL;
+	w->dir.fd = -1;
+	w->dir.slot = -1;
 	w->fd = -1;
 	w->unnamed = false;
 	w->tmpname[0] = '\0';
 	w->name[0] = '\0';
-	rc = io_open_parent(rootfd, rel, &base, err);
-	if (rc < 0)
-		return rc;
-	w->dirfd = rc;
+}
+
+/* The file itself, in w->dirfd under base. */
+static int wfile_create(struct io_wfile *w, const char *rel, const char *base, uint32_t mode, unsigned flags,
+                        struct qs_err *err)
+{
+	char qb[IO_QUOTE_MAX];
+	int rc;
 	snprintf(w->name, sizeof(w->name), "%s", base); /* io_path_check bounded it */
 	if (!(flags & IO_WFILE_NAMED) && unnamed_ok()) {
 		/* never setuid/setgid before the content and owner are final; commit adds them */
@@ -173,6 +197,31 @@ int io_wfile_open(int rootfd, const char *rel, uint32_t mode, unsigned flags, st
 	w->fd = rc;
 	w->mode = 0600;
 	return 0;
+}
+
+int io_wfile_open(int rootfd, const char *rel, uint32_t mode, unsigned flags, struct io_wfile *w,
+                  struct qs_err *err)
+{
+	const char *base;
+	wfile_init(w);
+	int rc = io_open_parent(rootfd, rel, &base, err);
+	if (rc < 0)
+		return rc;
+	w->dirfd = rc;
+	return wfile_create(w, rel, base, mode, flags, err);
+}
+
+int io_wfile_open_dc(struct io_dircache *dc, const char *rel, uint32_t mode, unsigned flags,
+                     struct io_wfile *w, struct qs_err *err)
+{
+	const char *base;
+	wfile_init(w);
+	int rc = io_dircache_parent(dc, rel, &base, &w->dir, err);
+	if (rc < 0)
+		return rc;
+	w->dc = dc;
+	w->dirfd = w->dir.fd;
+	return wfile_create(w, rel, base, mode, flags, err);
 }
 
 int io_wfile_pwrite(struct io_wfile *w, const void *buf, size_t len, uint64_t off)
@@ -233,7 +282,16 @@ int io_wfile_commit(struct io_wfile *w, const struct io_meta *meta, bool do_fsyn
 	bool chowned = false;
 	/* chown first: it clears setuid/setgid, which the chmod after it puts back. Only when the owner
 	 * differs: a chown is a journalled inode update even when it changes nothing. */
-	if (meta && meta->set_owner) {
+	/* The owner a new file gets is known when its directory is: our euid, and our egid or, in a
+	 * setgid directory, the directory's group. Then the usual case (the owner is already right) costs
+	 * no syscall at all. */
+	bool owner_known = w->dc && (meta && meta->set_owner);
+	uid_t new_uid = geteuid_cached();
+	gid_t new_gid = w->dc && (w->dir.mode & S_ISGID) ? w->dir.gid : getegid_cached();
+	if (owner_known && (meta->uid == (uint32_t)-1 || meta->uid == new_uid) &&
+	    (meta->gid == (uint32_t)-1 || meta->gid == new_gid)) {
+		/* nothing to change */
+	} else if (meta && meta->set_owner) {
 		if (fstat(w->fd, &st) < 0) {
 			what = "stat";
 			goto fail;
@@ -328,8 +386,11 @@ void io_wfile_abort(struct io_wfile *w)
 	if (w->fd >= 0)
 		close(w->fd); /* an unnamed file is gone with its last descriptor */
 	w->fd = -1;
-	if (w->dirfd >= 0)
+	if (w->dc)
+		io_dircache_put(w->dc, &w->dir);
+	else if (w->dirfd >= 0)
 		close(w->dirfd);
+	w->dc = NULL;
 	w->dirfd = -1;
 	w->unnamed = false;
 }

@@ -375,6 +375,78 @@ static void test_unnamed(void)
 	CHECK(lstat(P("root/u/suid"), &st) == 0 && (st.st_mode & 07777) == 04755);
 }
 
+/* The parent-directory cache: hits hand out the same directory, misses create what is missing,
+ * held directories are never evicted, a setgid directory's group reaches the files made in it, and
+ * writes through the cache land exactly where io_wfile_open would put them. */
+static void test_dircache(void)
+{
+	struct qs_err e = {0};
+	struct io_dircache *dc = NULL;
+	struct io_dirref a, b, held[IO_DIRCACHE_SLOTS + 2];
+	const char *base;
+	struct stat st1, st2;
+
+	CHECK_RC(io_dircache_new(root, &dc), 0);
+	CHECK_RC(io_dircache_parent(dc, "c/one/f1", &base, &a, &e), 0);
+	CHECK(strcmp(base, "f1") == 0 && a.slot >= 0 && S_ISDIR(a.mode));
+	CHECK_RC(io_dircache_parent(dc, "c/one/f2", &base, &b, &e), 0);
+	CHECK(b.fd == a.fd && b.slot == a.slot); /* the same open directory */
+	CHECK(fstat(a.fd, &st1) == 0 && stat(P("root/c/one"), &st2) == 0 && st1.st_ino == st2.st_ino);
+	io_dircache_put(dc, &a);
+	io_dircache_put(dc, &b);
+	CHECK(a.fd == -1 && b.fd == -1);
+	/* the root's own files */
+	CHECK_RC(io_dircache_parent(dc, "toplevel", &base, &a, &e), 0);
+	CHECK(fstat(a.fd, &st1) == 0 && fstat(root, &st2) == 0 && st1.st_ino == st2.st_ino);
+	io_dircache_put(dc, &a);
+	/* bad paths never reach the disk, through the cache either */
+	CHECK_RC(io_dircache_parent(dc, "../outside/x", &base, &a, &e), -EINVAL);
+	CHECK(!exists(P("outside/x")));
+	/* more directories held at once than there are slots: the extra ones are not cached, and
+	 * every one is the right directory */
+	char rel[64];
+	for (int i = 0; i < IO_DIRCACHE_SLOTS + 2; i++) {
+		snprintf(rel, sizeof(rel), "many/d%02d/f", i);
+		CHECK_RC(io_dircache_parent(dc, rel, &base, &held[i], &e), 0);
+		snprintf(rel, sizeof(rel), "root/many/d%02d", i);
+		CHECK(fstat(held[i].fd, &st1) == 0 && stat(P(rel), &st2) == 0 && st1.st_ino == st2.st_ino);
+	}
+	CHECK(held[IO_DIRCACHE_SLOTS].slot == -1 && held[IO_DIRCACHE_SLOTS + 1].slot == -1);
+	for (int i = 0; i < IO_DIRCACHE_SLOTS + 2; i++)
+		io_dircache_put(dc, &held[i]);
+	/* forget: a held directory stays usable for its holder, and is opened afresh for the next one */
+	CHECK_RC(io_dircache_parent(dc, "c/one/f3", &base, &a, &e), 0);
+	io_dircache_forget(dc, "c");
+	CHECK_RC(io_dircache_parent(dc, "c/one/f4", &base, &b, &e), 0);
+	CHECK(b.slot != a.slot || b.fd != a.fd);
+	CHECK(fstat(a.fd, &st1) == 0 && S_ISDIR(st1.st_mode));
+	io_dircache_put(dc, &a);
+	io_dircache_put(dc, &b);
+	/* files through the cache */
+	struct io_wfile w;
+	CHECK_RC(io_wfile_open_dc(dc, "c/one/data", 0644, 0, &w, &e), 0);
+	CHECK_RC(io_wfile_pwrite(&w, "cached", 6, 0), 0);
+	struct io_meta m = {.mode = 0644, .set_mode = true, .mtime_ns = 5000000000LL, .set_mtime = true};
+	CHECK_RC(io_wfile_commit(&w, &m, false, &e), 0);
+	CHECK(file_is(P("root/c/one/data"), "cached", 6));
+	CHECK(lstat(P("root/c/one/data"), &st1) == 0 && st1.st_mtim.tv_sec == 5);
+	if (geteuid() == 0) {
+		/* a setgid directory: files made in it take its group, and an owner equal to what the
+		 * file gets anyway needs no chown; a different one is applied */
+		mkdir(P("root/g"), 0755);
+		CHECK(chown(P("root/g"), 0, 4321) == 0 && chmod(P("root/g"), 02755) == 0);
+		CHECK_RC(io_wfile_open_dc(dc, "g/f", 0644, 0, &w, &e), 0);
+		m = (struct io_meta){.uid = 0, .gid = 4321, .set_owner = true};
+		CHECK_RC(io_wfile_commit(&w, &m, false, &e), 0);
+		CHECK(lstat(P("root/g/f"), &st1) == 0 && st1.st_uid == 0 && st1.st_gid == 4321);
+		CHECK_RC(io_wfile_open_dc(dc, "g/h", 0644, 0, &w, &e), 0);
+		m = (struct io_meta){.uid = 77, .gid = 0, .set_owner = true};
+		CHECK_RC(io_wfile_commit(&w, &m, false, &e), 0);
+		CHECK(lstat(P("root/g/h"), &st1) == 0 && st1.st_uid == 77 && st1.st_gid == 0);
+	}
+	io_dircache_free(dc);
+}
+
 static void test_symlink(void)
 {
 	struct qs_err e = {0};
@@ -615,6 +687,7 @@ int main(void)
 	test_commit();
 	test_abort_and_replace();
 	test_unnamed();
+	test_dircache();
 	teardown();
 	/* the named-temporary path, for file systems without O_TMPFILE */
 	setup();
