@@ -766,17 +766,23 @@ def select_scenarios(a):
     if a.million:
         data.append("million")
     links = ["loopback"] if a.quick else DEFAULT_LINKS
+    # the flag-gated data sets (huge, million) are matched by a glob only when their flag is given;
+    # naming one exactly ("wan50/huge") still selects it
+    globbable = [d for d in DATA if "flag" not in DATA[d] or d in data]
     allnames = ["%s/%s" % (l, d) for l in LINKS for d in DATA]
+    globnames = ["%s/%s" % (l, d) for l in LINKS for d in globbable]
     default = ["%s/%s" % (l, d) for l in links for d in data]
     if not a.scenario:
         return default
     chosen = []
     for pat in a.scenario:
         if "/" not in pat:
-            hits = [n for n in (default if pat in LINKS or pat in DATA else allnames)
+            hits = [n for n in (default if pat in LINKS or pat in DATA else globnames)
                     if pat in n.split("/") or fnmatch.fnmatch(n, pat)]
+        elif pat in allnames:
+            hits = [pat]
         else:
-            hits = [n for n in allnames if fnmatch.fnmatch(n, pat)]
+            hits = [n for n in globnames if fnmatch.fnmatch(n, pat)]
         if not hits:
             sys.exit("perf/run: no scenario matches '%s' (links: %s; data: %s)" % (
                 pat, ", ".join(LINKS), ", ".join(DATA)))
