@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the build needs, builds qsync twice (release, and ASan+UBSan) and runs the whole suite
 # on both: unit tests and end-to-end tests against a real OpenSSH sshd on loopback; a third,
-# ThreadSanitizer build runs the sched/ tests (label "sched") alone. Ends with CTest's summary.
+# ThreadSanitizer build runs the sched/ tests and the multi-worker transfer (label "sched") alone.
+# Ends with CTest's summary.
 # Usage: ci/test.sh [--fast]   (--fast: skip the sanitizer builds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,11 +20,12 @@ run_suite() {
 	(cd "$dir" && ctest --output-on-failure -j"$jobs" --timeout 600)
 }
 
-# ThreadSanitizer: the whole tree must configure, but only the sched tests are built and run.
+# ThreadSanitizer: the whole tree must configure; the sched tests and the multi-worker end-to-end test
+# (label sched) are built and run.
 run_tsan() {
 	local dir=$1
 	shift
-	local targets=(test_sched_deque test_sched_topo test_sched_pool)
+	local targets=(test_sched_deque test_sched_topo test_sched_pool qsync)
 	cmake -S "$root" -B "$dir" "$@" >/dev/null || return 1
 	cmake --build "$dir" -j"$jobs" --target "${targets[@]}" 2>&1 | grep -E 'error|warning|Error' || true
 	cmake --build "$dir" -j"$jobs" --target "${targets[@]}" >/dev/null || return 1

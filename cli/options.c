@@ -25,6 +25,8 @@ enum {
 	OPT_NO_TIMES,
 	OPT_NO_QUIC,
 	OPT_QUIC_IDLE,
+	OPT_WORKERS,
+	OPT_MEMORY,
 };
 
 static const char usage_text[] =
@@ -52,6 +54,9 @@ static const char usage_text[] =
     "                         StrictHostKeyChecking/ConnectTimeout/BatchMode are honoured)\n"
     "      --remote-path=PATH qsync binary on the remote side (also --rsync-path)\n"
     "      --streams=N        at most N QUIC streams at once (default 1000)\n"
+    "      --workers=N        QUIC connections, each driven by its own pinned thread (default: one\n"
+    "                         per core; the peer grants at most one per core of its own)\n"
+    "      --memory=SIZE      flow-control windows and buffers of this side (default 256M; K M G)\n"
     "      --no-quic          carry the file data over the SSH connection, not QUIC\n"
     "      --quic-timeout=S   seconds the QUIC handshake may take before the data goes over SSH\n"
     "                         instead (default 3)\n"
@@ -138,6 +143,8 @@ int cli_parse(int argc, char **argv, struct cli *c)
 	    {"quic-timeout", required_argument, NULL, OPT_QUIC_TIMEOUT},
 	    {"quic-idle", required_argument, NULL, OPT_QUIC_IDLE},
 	    {"no-quic", no_argument, NULL, OPT_NO_QUIC},
+	    {"workers", required_argument, NULL, OPT_WORKERS},
+	    {"memory", required_argument, NULL, OPT_MEMORY},
 	    {"timeout", required_argument, NULL, OPT_TIMEOUT},
 	    {"cc", required_argument, NULL, OPT_CC},
 	    {"fsync", no_argument, NULL, OPT_FSYNC},
@@ -221,6 +228,34 @@ int cli_parse(int argc, char **argv, struct cli *c)
 			if (errno || *end || v < 1 || v > 100000)
 				return usage_error("--streams: expected 1..100000, got \"%s\"", optarg);
 			o->max_streams = (uint32_t)v;
+			break;
+		}
+		case OPT_WORKERS: {
+			char *end;
+			errno = 0;
+			unsigned long v = strtoul(optarg, &end, 10);
+			if (errno || *end || v < 1 || v > 64)
+				return usage_error("--workers: expected 1..64, got \"%s\"", optarg);
+			o->workers = (unsigned)v;
+			break;
+		}
+		case OPT_MEMORY: {
+			char *end;
+			errno = 0;
+			unsigned long long v = strtoull(optarg, &end, 10);
+			unsigned long long mul = 1;
+			if (*end == 'K' || *end == 'k')
+				mul = 1ull << 10;
+			else if (*end == 'M' || *end == 'm')
+				mul = 1ull << 20;
+			else if (*end == 'G' || *end == 'g')
+				mul = 1ull << 30;
+			if (mul > 1)
+				end++;
+			if (errno || end == optarg || *end || v == 0 || v > (64ull << 30) / mul ||
+			    v * mul < (8ull << 20))
+				return usage_error("--memory: expected 8M..64G, got \"%s\"", optarg);
+			o->memory_bytes = v * mul;
 			break;
 		}
 		case OPT_QUIC_TIMEOUT:

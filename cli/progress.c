@@ -36,10 +36,10 @@ static void json_stats(FILE *f, const char *event, const struct engine_stats *st
 	json_str(f, st->data_path_reason);
 	fprintf(f,
 	        ",\"files_resent\":%llu,\"files_done_quic\":%llu,\"files_done_ssh\":%llu,"
-	        "\"files_sent_ssh\":%llu,\"quic_port\":%u,\"streams_max\":%u}\n",
+	        "\"files_sent_ssh\":%llu,\"quic_port\":%u,\"streams_max\":%u,\"connections\":%u}\n",
 	        (unsigned long long)st->files_resent, (unsigned long long)st->files_done_quic,
 	        (unsigned long long)st->files_done_ssh, (unsigned long long)st->files_sent_ssh, st->quic_port,
-	        st->streams_max);
+	        st->streams_max, st->connections);
 	fflush(f);
 }
 
@@ -136,7 +136,8 @@ void cli_on_event(void *ctx, const struct engine_event *ev)
 		       (unsigned long long)st->files_done, (unsigned long long)st->files_discovered, done,
 		       st->seconds, rate, st->data_path ? st->data_path : "nothing");
 		if (st->quic_port)
-			printf(" (UDP port %u, up to %u streams)", st->quic_port, st->streams_max);
+			printf(" (%u connection%s from UDP port %u, up to %u streams)", st->connections,
+			       st->connections == 1 ? "" : "s", st->quic_port, st->streams_max);
 		else if (st->data_path_reason[0])
 			printf(" (%s)", st->data_path_reason);
 		if (st->files_resent)

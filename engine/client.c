@@ -1,23 +1,29 @@
 /* The client's side of a transfer (a push: the client sends). It reaches the peer (an SSH exec channel,
- * or a local `qsync --server` child on pipes), says hello, picks the data path — QUIC with a fresh
- * 256-bit secret handed over in quic_init, or streams on the SSH channel itself when the user says
- * --no-quic, the peer has no QUIC, or the QUIC handshake does not finish in time — sends every entry,
- * carries on over SSH if QUIC goes silent in the middle, and ends with sync_complete / ack_complete /
- * bye. One thread drives the control channel and the data plane. */
+ * or a local `qsync --server` child on pipes), says hello, and picks the data path: QUIC — one
+ * connection per worker (--workers), each driven by its own pinned thread of the sched/ pool, all
+ * proven by one fresh 256-bit secret handed over in quic_init — or streams on the SSH channel itself,
+ * driven by this (the control) thread, when the user says --no-quic, the peer has no QUIC, or no QUIC
+ * handshake finishes in time. If QUIC goes silent in the middle, the workers stop and the rest goes over
+ * SSH. It ends with sync_complete / ack_complete / bye. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "engine/engine_int.h"
 #include "net/mux.h"
 #include "net/ssh.h"
+#include "sched/sched.h"
+
+#define LANE_POLL_MS 20 /* a worker looks for new work (and the stop flag) at least this often */
 
 struct client {
 	const struct engine_opts *o;
@@ -28,9 +34,19 @@ struct client {
 	socklen_t peerlen;
 	struct net_ctl_msg *m;
 	struct sender snd;
-	struct net_quic *q;
+	struct snd_lane quic[NET_CTL_MAX_CONNS]; /* one per QUIC connection */
+	unsigned n_quic;
+	struct snd_lane *up[NET_CTL_MAX_CONNS]; /* those whose handshake completed: worker i drives up[i] */
+	unsigned n_up;
+	struct snd_lane ssh; /* the SSH lane, once the data goes there */
 	struct net_mux *mux;
-	struct net_dp dp; /* the one in use: over q or over mux */
+	bool on_ssh;
+	struct snd_lane *all[NET_CTL_MAX_CONNS + 1]; /* every lane used, for the statistics */
+	size_t n_all;
+	struct sched_topo *topo;
+	struct sched_pool *pool;
+	int evfd;         /* a worker whose lane failed wakes the control thread */
+	atomic_bool stop; /* the workers' end; release/acquire: the control thread joins them after */
 	bool peer_quic;
 	uint32_t peer_max_streams;
 	char conn_id[17];
@@ -81,13 +97,19 @@ static int spawn_local(struct client *cl, struct qs_err *err)
 	return 0;
 }
 
+static void stats_update(struct client *cl)
+{
+	sender_stats(cl->all, cl->n_all, &cl->snd, cl->st);
+	cl->st->seconds = (double)(engine_now_ns() - cl->t0) / 1e9;
+}
+
 static void stats_publish(struct client *cl, bool force)
 {
 	uint64_t now = engine_now_ns();
 	if (!force && now - cl->last_progress < ENGINE_PROGRESS_NS)
 		return;
 	cl->last_progress = now;
-	cl->st->seconds = (double)(now - cl->t0) / 1e9;
+	stats_update(cl);
 	engine_emit(cl->o, ENGINE_EV_PROGRESS, NULL, NULL, cl->st);
 }
 
@@ -136,8 +158,19 @@ static int hello(struct client *cl, struct qs_err *err)
 	return ENGINE_EXIT_OK;
 }
 
-/* quic_init / quic_ready, and a QUIC client toward the port the peer opened. The handshake is driven by
- * quic_handshake(). */
+/* How many workers (QUIC connections) to ask for: --workers, else one per core of this machine. */
+static unsigned workers_wanted(struct client *cl)
+{
+	unsigned n = cl->o->workers;
+	if (n == 0)
+		n = cl->topo ? sched_topo_ncores(cl->topo) : 1;
+	if (n < 1)
+		n = 1;
+	return n > NET_CTL_MAX_CONNS ? NET_CTL_MAX_CONNS : n;
+}
+
+/* quic_init / quic_ready, and one QUIC client per port the peer opened. The handshakes are driven by
+ * quic_handshakes(). */
 static int quic_setup(struct client *cl, struct qs_err *err)
 {
 	const struct engine_opts *o = cl->o;
@@ -157,44 +190,62 @@ static int quic_setup(struct client *cl, struct qs_err *err)
 	memcpy(m->u.quic_init.psk, psk, sizeof(psk));
 	snprintf(m->u.quic_init.cipher_suite, sizeof(m->u.quic_init.cipher_suite), "TLS_AES_128_GCM_SHA256");
 	m->u.quic_init.max_streams = o->max_streams ? o->max_streams : 1000;
+	m->u.quic_init.connections = workers_wanted(cl);
 	rc = net_ctl_send(cl->ctl, m, err);
 	explicit_bzero(m, sizeof(*m));
 	if (rc < 0 || (rc = engine_expect(cl->ctl, NET_CTL_QUIC_READY, m, (int)o->ctl_timeout_ms, err)) < 0) {
 		code = rc == -ETIMEDOUT ? ENGINE_EXIT_TIMEOUT : ENGINE_EXIT_START;
 		goto out;
 	}
-	if (strcmp(m->u.quic_ready.connection_id, cl->conn_id) != 0) {
-		qs_err_set(err, -EPROTO, "quic_ready names another connection (%s)",
-		           m->u.quic_ready.connection_id);
+	const struct net_ctl_quic_ready *qr = &m->u.quic_ready;
+	if (strcmp(qr->connection_id, cl->conn_id) != 0) {
+		qs_err_set(err, -EPROTO, "quic_ready names another connection (%s)", qr->connection_id);
 		code = ENGINE_EXIT_PROTOCOL;
 		goto out;
 	}
-	cl->st->quic_port = m->u.quic_ready.port;
-	cl->st->streams_max = m->u.quic_ready.max_streams;
+	uint16_t ports[NET_CTL_MAX_CONNS];
+	unsigned n = qr->n_ports ? qr->n_ports : 1;
+	if (n > workers_wanted(cl))
+		n = workers_wanted(cl); /* more than we asked for is the peer's mistake: use what we wanted */
+	for (unsigned i = 0; i < n; i++)
+		ports[i] = qr->n_ports ? qr->ports[i] : qr->port;
+	cl->st->quic_port = ports[0];
+	cl->st->streams_max = qr->max_streams;
 	if (cl->st->streams_max && cl->st->streams_max < cl->snd.max_in_flight)
 		cl->snd.max_in_flight = cl->st->streams_max;
-	if (cl->peer.ss_family == AF_INET)
-		((struct sockaddr_in *)&cl->peer)->sin_port = htons(m->u.quic_ready.port);
-	else
-		((struct sockaddr_in6 *)&cl->peer)->sin6_port = htons(m->u.quic_ready.port);
 
 	struct net_quic_cfg qc;
 	net_quic_cfg_default(&qc);
-	qc.max_streams = cl->st->streams_max ? cl->st->streams_max : qc.max_streams;
+	/* the streams, the windows and the memory are shared out over the connections */
+	size_t per_lane = cl->snd.max_in_flight / n ? cl->snd.max_in_flight / n : 1;
+	qc.max_streams = (uint32_t)per_lane;
+	if (o->memory_bytes)
+		net_quic_cfg_budget(&qc, o->memory_bytes / n);
 	qc.handshake_timeout_ms = o->quic_timeout_ms ? o->quic_timeout_ms : ENGINE_QUIC_TIMEOUT_MS;
 	qc.idle_timeout_ms = o->quic_idle_ms ? o->quic_idle_ms : ENGINE_QUIC_IDLE_MS;
 	qc.cc = o->cc == ENGINE_CC_CUBIC ? NET_QUIC_CC_CUBIC
 	        : o->cc == ENGINE_CC_BBR ? NET_QUIC_CC_BBR
 	                                 : NET_QUIC_CC_BBR2;
-	struct net_dp_cb cb = sender_dp_cb_template;
-	cb.ctx = &cl->snd;
-	rc = net_quic_client_new((struct sockaddr *)&cl->peer, cl->peerlen, cl->conn_id, psk, &qc, &cb,
-	                         &cl->q, err);
-	if (rc < 0) {
-		code = ENGINE_EXIT_NET;
-		goto out;
+	for (unsigned i = 0; i < n; i++) {
+		struct snd_lane *l = &cl->quic[i];
+		struct sockaddr_storage to = cl->peer;
+		if (to.ss_family == AF_INET)
+			((struct sockaddr_in *)&to)->sin_port = htons(ports[i]);
+		else
+			((struct sockaddr_in6 *)&to)->sin6_port = htons(ports[i]);
+		struct net_dp none = {0};
+		sender_lane_init(l, &cl->snd, &none, per_lane);
+		struct net_dp_cb cb = sender_dp_cb_template;
+		cb.ctx = l;
+		rc = net_quic_client_new((struct sockaddr *)&to, cl->peerlen, cl->conn_id, psk, &qc, &cb,
+		                         &l->q, err);
+		if (rc < 0) {
+			code = ENGINE_EXIT_NET;
+			goto out;
+		}
+		net_quic_as_dp(l->q, &l->dp);
+		cl->n_quic = i + 1;
 	}
-	net_quic_as_dp(cl->q, &cl->dp);
 	code = ENGINE_EXIT_OK;
 out:
 	explicit_bzero(psk, sizeof(psk));
@@ -223,29 +274,50 @@ static int sync_start(struct client *cl, enum net_ctl_path path, struct qs_err *
 static int use_ssh(struct client *cl, struct qs_err *err)
 {
 	struct net_dp_cb cb = sender_dp_cb_template;
-	cb.ctx = &cl->snd;
+	cb.ctx = &cl->ssh;
 	uint32_t streams =
 	    (uint32_t)(cl->snd.max_in_flight < UINT32_MAX ? cl->snd.max_in_flight : UINT32_MAX);
 	int rc = net_mux_new(cl->ctl, 1, 0, streams, &cb, &cl->mux);
 	if (rc < 0)
 		return qs_err_set(err, rc, "cannot carry the data over SSH: %s", strerror(-rc));
-	net_mux_as_dp(cl->mux, &cl->dp);
-	sender_switch(&cl->snd, &cl->dp);
+	struct net_dp dp;
+	net_mux_as_dp(cl->mux, &dp);
+	sender_lane_init(&cl->ssh, &cl->snd, &dp, streams);
+	cl->all[cl->n_all++] = &cl->ssh;
+	cl->on_ssh = true;
 	cl->st->data_path = "ssh";
 	cl->st->quic_port = 0;
+	cl->st->connections = 0;
 	cl->st->streams_max = streams;
 	return 0;
 }
 
-/* Gives up QUIC (its unconfirmed entries wait to be sent again), asks the peer to switch, and waits for
- * its data_path_ack: the last line before frames. */
+/* Stops the QUIC workers and frees every connection: what they still had in flight waits to be sent
+ * again (closed with NET_DP_GONE). */
+static void quic_teardown(struct client *cl)
+{
+	atomic_store_explicit(&cl->stop, true, memory_order_release);
+	if (cl->pool) {
+		sched_pool_stop(cl->pool);
+		sched_pool_join(cl->pool);
+		sched_pool_destroy(cl->pool);
+		cl->pool = NULL;
+	}
+	for (unsigned i = 0; i < cl->n_quic; i++) {
+		net_quic_free(cl->quic[i].q);
+		cl->quic[i].q = NULL;
+	}
+}
+
+/* Gives up QUIC, asks the peer to switch, and waits for its data_path_ack: the last line before
+ * frames. */
 static int switch_to_ssh(struct client *cl, const char *reason, struct qs_err *err)
 {
 	struct net_ctl_msg *m = cl->m;
 	int rc;
-	net_quic_free(cl->q);
-	cl->q = NULL;
+	quic_teardown(cl);
 	snprintf(cl->st->data_path_reason, sizeof(cl->st->data_path_reason), "%s", reason);
+	stats_update(cl);
 	engine_emit(cl->o, ENGINE_EV_DATA_PATH, "ssh", reason, cl->st);
 	memset(m, 0, sizeof(*m));
 	m->type = NET_CTL_DATA_PATH;
@@ -257,23 +329,106 @@ static int switch_to_ssh(struct client *cl, const char *reason, struct qs_err *e
 	return use_ssh(cl, err);
 }
 
-/* Drives the QUIC handshake until it completes (0), fails or runs out of time (negative, err says
- * why). The control channel is watched meanwhile: the peer may report a fatal error. */
-static int quic_handshake(struct client *cl, struct qs_err *err)
+/* Drives every QUIC handshake from this thread until all complete or time runs out. Lanes whose
+ * handshake did not complete are dropped; returns 0 if at least one completed, else a negative errno
+ * (err says why). */
+static int quic_handshakes(struct client *cl, struct qs_err *err)
 {
 	uint32_t limit = cl->o->quic_timeout_ms ? cl->o->quic_timeout_ms : ENGINE_QUIC_TIMEOUT_MS;
 	uint64_t deadline = engine_now_ns() + (uint64_t)limit * 1000000ull;
-	while (!net_dp_ready(&cl->dp)) {
-		int rc = engine_poll_once(cl->ctl, &cl->dp, 50, err);
+	int last = -ETIMEDOUT;
+	char why[QS_ERR_MSG_MAX];
+	snprintf(why, sizeof(why), "the QUIC handshake did not finish in %u ms", limit);
+	for (;;) {
+		unsigned ready = 0, alive = 0;
+		struct pollfd p[NET_CTL_MAX_CONNS + 1];
+		int tmo = 50;
+		nfds_t np = 0;
+		for (unsigned i = 0; i < cl->n_quic; i++) {
+			struct snd_lane *l = &cl->quic[i];
+			if (!l->q)
+				continue;
+			alive++;
+			if (net_dp_ready(&l->dp)) {
+				ready++;
+				continue;
+			}
+			int t = net_dp_timeout_ms(&l->dp);
+			if (t >= 0 && t < tmo)
+				tmo = t;
+			p[np].fd = net_dp_fd(&l->dp);
+			p[np++].events = POLLIN;
+		}
+		if (ready == alive && ready > 0)
+			break;
+		if (alive == 0 || engine_now_ns() > deadline)
+			break;
+		if (net_ctl_poll_fd(cl->ctl) >= 0) {
+			p[np].fd = net_ctl_poll_fd(cl->ctl);
+			p[np++].events = POLLIN;
+		}
+		if (poll(p, np, tmo) < 0 && errno != EINTR)
+			return qs_err_set(err, -errno, "poll: %s", strerror(errno));
+		for (unsigned i = 0; i < cl->n_quic; i++) {
+			struct snd_lane *l = &cl->quic[i];
+			struct qs_err e = {0};
+			if (!l->q || net_dp_ready(&l->dp))
+				continue;
+			int rc = net_dp_process(&l->dp, &e);
+			if (rc < 0) {
+				last = rc;
+				snprintf(why, sizeof(why), "%s", e.msg);
+				net_quic_free(l->q);
+				l->q = NULL;
+			}
+		}
+		int rc = client_ctl(cl, err);
 		if (rc < 0)
 			return rc;
-		if (engine_now_ns() > deadline)
-			return qs_err_set(err, -ETIMEDOUT, "the QUIC handshake did not finish in %u ms",
-			                  limit);
-		if ((rc = client_ctl(cl, err)) < 0)
-			return rc;
 	}
+	/* the lanes that are up get a worker each; the others are dropped */
+	cl->n_up = 0;
+	for (unsigned i = 0; i < cl->n_quic; i++) {
+		struct snd_lane *l = &cl->quic[i];
+		if (l->q && net_dp_ready(&l->dp)) {
+			cl->up[cl->n_up++] = l;
+		} else if (l->q) {
+			net_quic_free(l->q);
+			l->q = NULL;
+		}
+	}
+	if (cl->n_up == 0)
+		return qs_err_set(err, last, "%s", why);
 	return 0;
+}
+
+/* A worker: drives its lane's QUIC connection (packets, timers, new streams) until told to stop. */
+static void lane_run(struct sched_worker *w, void *ctx)
+{
+	struct client *cl = ctx;
+	struct snd_lane *l = cl->up[sched_worker_index(w)];
+	while (!atomic_load_explicit(&cl->stop, memory_order_acquire)) {
+		struct qs_err e = {0};
+		struct pollfd p = {.fd = net_dp_fd(&l->dp), .events = POLLIN};
+		int tmo = net_dp_timeout_ms(&l->dp);
+		if (tmo < 0 || tmo > LANE_POLL_MS)
+			tmo = LANE_POLL_MS;
+		if (poll(&p, 1, tmo) < 0 && errno != EINTR)
+			continue;
+		int rc = net_dp_process(&l->dp, &e);
+		if (rc == 0 && (rc = sender_pump(l, &e)) == 0)
+			rc = net_dp_process(&l->dp, &e);
+		if (rc < 0) {
+			snprintf(l->dead_msg, sizeof(l->dead_msg), "%s", e.msg);
+			/* release: dead_msg is written before the control thread reads it */
+			atomic_store_explicit(&l->dead, rc, memory_order_release);
+			uint64_t one = 1;
+			if (write(cl->evfd, &one, sizeof(one)) < 0) {
+				/* the control thread also polls by time */
+			}
+			return;
+		}
+	}
 }
 
 /* Chooses the data path and sets it up; sync_start is sent on the way. Returns an engine_exit code. */
@@ -299,13 +454,21 @@ static int choose_path(struct client *cl, struct qs_err *err)
 	if (sync_start(cl, NET_CTL_PATH_QUIC, err) < 0)
 		return ENGINE_EXIT_START;
 	struct qs_err he = {0};
-	int rc = quic_handshake(cl, &he);
+	int rc = quic_handshakes(cl, &he);
 	if (rc == 0) {
 		cl->st->data_path = "quic";
-		sender_switch(&cl->snd, &cl->dp);
+		cl->st->connections = cl->n_up;
+		for (unsigned i = 0; i < cl->n_up; i++)
+			cl->all[cl->n_all++] = cl->up[i];
+		struct sched_pool_opts po = {.nworkers = cl->n_up, .run = lane_run, .ctx = cl};
+		if (!engine_pin(cl->topo, cl->n_up))
+			po.flags |= SCHED_POOL_NO_PIN;
+		if (sched_pool_create(&cl->pool, cl->topo, &po, err) < 0 ||
+		    sched_pool_start(cl->pool, err) < 0)
+			return ENGINE_EXIT_START;
 		return ENGINE_EXIT_OK;
 	}
-	if (net_ctl_chan_is_framed(cl->ctl) || rc == -EPROTO || rc == -EPIPE) {
+	if (rc == -EPROTO || rc == -EPIPE) {
 		qs_err_set(err, rc, "%s", he.msg);
 		return rc == -EPROTO ? ENGINE_EXIT_STREAM : ENGINE_EXIT_START;
 	}
@@ -316,53 +479,85 @@ static int choose_path(struct client *cl, struct qs_err *err)
 	return ENGINE_EXIT_OK;
 }
 
-/* QUIC died under the transfer: carry on over SSH from where it was. Returns 0 or a negative errno. */
-static int failover(struct client *cl, const char *what, struct qs_err *err)
+/* True when every entry has been confirmed or has failed for good. */
+static bool all_done(struct client *cl)
 {
-	char reason[QS_ERR_MSG_MAX + 80];
-	snprintf(reason, sizeof(reason), "QUIC lost mid-transfer (%s): the rest goes over the SSH connection",
-	         what);
-	return switch_to_ssh(cl, reason, err);
+	return atomic_load_explicit(&cl->snd.remaining, memory_order_acquire) == 0;
 }
 
-/* Sends every entry. Returns an engine_exit code. */
-static int transfer(struct client *cl, struct qs_err *err)
+/* Fails the transfer when nothing has moved for the control timeout. */
+static int watch_progress(struct client *cl, uint64_t *mark, uint64_t *at, struct qs_err *err)
 {
-	struct sender *snd = &cl->snd;
-	struct engine_stats *st = cl->st;
-	uint64_t moved_at = engine_now_ns(), moved_mark = 0;
-	int rc;
-	while (!sender_done(snd)) {
-		/* A peer that keeps the data path alive but never finishes a stream must not hold us. */
-		uint64_t mark = st->bytes_sent + st->files_done + st->files_failed, now = engine_now_ns();
-		if (mark != moved_mark) {
-			moved_mark = mark;
-			moved_at = now;
-		} else if (now - moved_at > (uint64_t)cl->o->ctl_timeout_ms * 1000000ull) {
-			qs_err_set(err, -ETIMEDOUT,
-			           "no progress for %u s (the receiver stopped confirming files)",
-			           cl->o->ctl_timeout_ms / 1000);
-			return ENGINE_EXIT_TIMEOUT;
-		}
-		struct qs_err de = {0};
-		rc = engine_poll_once(cl->ctl, &cl->dp, 100, &de);
-		if (rc == 0) {
-			if ((rc = sender_pump(snd, err)) < 0)
-				return ENGINE_EXIT_FILEIO;
-			rc = net_dp_process(&cl->dp, &de);
-		}
-		if (rc < 0 && cl->q && !net_ctl_chan_is_framed(cl->ctl)) {
-			/* the QUIC connection is gone (idle: UDP stopped; or the peer closed it) */
-			if ((rc = failover(cl, de.msg, err)) < 0)
+	stats_update(cl);
+	const struct engine_stats *st = cl->st;
+	uint64_t m = st->bytes_sent + st->files_done + st->files_failed, now = engine_now_ns();
+	if (m != *mark) {
+		*mark = m;
+		*at = now;
+		return 0;
+	}
+	if (now - *at > (uint64_t)cl->o->ctl_timeout_ms * 1000000ull)
+		return qs_err_set(err, -ETIMEDOUT,
+		                  "no progress for %u s (the receiver stopped confirming files)",
+		                  cl->o->ctl_timeout_ms / 1000);
+	return 0;
+}
+
+/* QUIC phase: the workers send; this thread watches the control channel, the lanes and the clock. */
+static int transfer_quic(struct client *cl, struct qs_err *err)
+{
+	uint64_t mark = 0, at = engine_now_ns();
+	while (!all_done(cl)) {
+		struct pollfd p[2] = {{.fd = cl->evfd, .events = POLLIN}, {.fd = -1, .events = POLLIN}};
+		p[1].fd = net_ctl_poll_fd(cl->ctl);
+		if (poll(p, 2, net_ctl_pending(cl->ctl) ? 0 : 100) < 0 && errno != EINTR)
+			return qs_err_set(err, -errno, "poll: %s", strerror(errno)), ENGINE_EXIT_NET;
+		uint64_t sink;
+		if (p[0].revents & POLLIN)
+			(void)!read(cl->evfd, &sink, sizeof(sink));
+		if (client_ctl(cl, err) < 0)
+			return ENGINE_EXIT_STREAM;
+		for (unsigned i = 0; i < cl->n_up; i++) {
+			struct snd_lane *l = cl->up[i];
+			int rc = atomic_load_explicit(&l->dead, memory_order_acquire);
+			if (rc == 0)
+				continue;
+			/* the connection is gone (idle: UDP stopped; or the peer closed it), or the lane
+			 * could not go on: the rest goes over SSH */
+			char reason[QS_ERR_MSG_MAX + 80];
+			snprintf(reason, sizeof(reason),
+			         "QUIC lost mid-transfer (%s): the rest goes over the SSH connection",
+			         l->dead_msg);
+			if (switch_to_ssh(cl, reason, err) < 0)
 				return ENGINE_EXIT_NET;
-			moved_at = engine_now_ns();
-			continue;
+			return ENGINE_EXIT_OK; /* the SSH phase carries on */
+		}
+		if (watch_progress(cl, &mark, &at, err) < 0)
+			return ENGINE_EXIT_TIMEOUT;
+		stats_publish(cl, false);
+	}
+	return ENGINE_EXIT_OK;
+}
+
+/* SSH phase: this thread drives the SSH lane. */
+static int transfer_ssh(struct client *cl, struct qs_err *err)
+{
+	struct snd_lane *l = &cl->ssh;
+	uint64_t mark = 0, at = engine_now_ns();
+	int rc;
+	while (!all_done(cl)) {
+		if (watch_progress(cl, &mark, &at, err) < 0)
+			return ENGINE_EXIT_TIMEOUT;
+		struct qs_err de = {0};
+		rc = engine_poll_once(cl->ctl, &l->dp, 100, &de);
+		if (rc == 0) {
+			if ((rc = sender_pump(l, err)) < 0)
+				return ENGINE_EXIT_FILEIO;
+			rc = net_dp_process(&l->dp, &de);
 		}
 		if (rc < 0) {
 			qs_err_set(err, rc, "%s", de.msg);
-			if (rc == -ETIMEDOUT)
-				return ENGINE_EXIT_TIMEOUT;
-			return net_ctl_chan_is_framed(cl->ctl) ? ENGINE_EXIT_STREAM : ENGINE_EXIT_NET;
+			return rc == -ETIMEDOUT ? ENGINE_EXIT_TIMEOUT : ENGINE_EXIT_STREAM;
 		}
 		if ((rc = client_ctl(cl, err)) < 0)
 			return ENGINE_EXIT_STREAM;
@@ -371,16 +566,22 @@ static int transfer(struct client *cl, struct qs_err *err)
 	return ENGINE_EXIT_OK;
 }
 
-/* sync_complete -> ack_complete, keeping the data plane serviced meanwhile. Returns an engine_exit code. */
+/* sync_complete -> ack_complete, the data planes serviced meanwhile. Returns an engine_exit code. */
 static int finish(struct client *cl, struct qs_err *err)
 {
 	struct engine_stats *st = cl->st;
 	struct net_ctl_msg *m = cl->m;
 	int rc;
-	st->seconds = (double)(engine_now_ns() - cl->t0) / 1e9;
+	stats_update(cl);
+	uint64_t streams = 0;
+	if (cl->on_ssh)
+		streams = cl->ssh.streams_opened;
+	else
+		for (unsigned i = 0; i < cl->n_up; i++)
+			streams += cl->up[i]->streams_opened;
 	memset(m, 0, sizeof(*m));
 	m->type = NET_CTL_SYNC_COMPLETE;
-	m->u.sync_complete.files_transferred = cl->snd.streams_opened;
+	m->u.sync_complete.files_transferred = streams;
 	m->u.sync_complete.bytes_transferred = st->bytes_done;
 	m->u.sync_complete.duration_seconds = st->seconds;
 	m->u.sync_complete.average_throughput_mbps =
@@ -406,7 +607,10 @@ static int finish(struct client *cl, struct qs_err *err)
 			           "timed out waiting for the receiver to confirm completion");
 			return ENGINE_EXIT_TIMEOUT;
 		}
-		if (rc == 0 && (rc = engine_poll_once(cl->ctl, &cl->dp, 100, err)) < 0 && rc != -ECONNABORTED)
+		/* the QUIC lanes' workers go on acking the receiver's last packets by themselves */
+		if (rc == 0 &&
+		    (rc = engine_poll_once(cl->ctl, cl->on_ssh ? &cl->ssh.dp : NULL, 100, err)) < 0 &&
+		    rc != -ECONNABORTED)
 			return ENGINE_EXIT_NET;
 	}
 	if (m->u.ack_complete.files_failed > 0 && st->files_failed == 0)
@@ -414,8 +618,15 @@ static int finish(struct client *cl, struct qs_err *err)
 	memset(m, 0, sizeof(*m));
 	m->type = NET_CTL_BYE;
 	net_ctl_send(cl->ctl, m, NULL);
-	if (cl->q)
-		net_quic_close(cl->q);
+	if (!cl->on_ssh) {
+		atomic_store_explicit(&cl->stop, true, memory_order_release);
+		if (cl->pool) {
+			sched_pool_stop(cl->pool);
+			sched_pool_join(cl->pool);
+		}
+		for (unsigned i = 0; i < cl->n_up; i++)
+			net_quic_close(cl->up[i]->q);
+	}
 	if (st->files_failed || cl->snd.walk_errors) {
 		qs_err_set(err, -EIO, "some files could not be transferred (%llu failed)",
 		           (unsigned long long)st->files_failed + cl->snd.walk_errors);
@@ -426,18 +637,26 @@ static int finish(struct client *cl, struct qs_err *err)
 
 int engine_client_run(const struct engine_opts *o, struct engine_stats *st, struct qs_err *err)
 {
-	struct client cl = {.o = o, .st = st, .child = -1};
+	struct client cl = {.o = o, .st = st, .child = -1, .evfd = -1};
 	int code;
 	memset(st, 0, sizeof(*st));
+	atomic_init(&cl.stop, false);
 	cl.t0 = engine_now_ns();
 	cl.m = calloc(1, sizeof(*cl.m));
 	if (!cl.m)
 		return qs_err_set(err, -ENOMEM, "out of memory"), ENGINE_EXIT_START;
+	cl.evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	{
+		struct qs_err te = {0};
+		if (sched_topo_load(&cl.topo, NULL, &te) < 0)
+			cl.topo = NULL; /* no topology: unpinned workers, one per lane all the same */
+	}
 
-	if (sender_plan(&cl.snd, o, st, err) < 0) {
+	if (sender_plan(&cl.snd, o, err) < 0) {
 		code = ENGINE_EXIT_FILESEL;
 		goto out;
 	}
+	stats_update(&cl);
 	if (cl.snd.n == 0) {
 		qs_err_set(err, -ENOENT, "nothing to send");
 		code = cl.snd.walk_errors ? ENGINE_EXIT_PARTIAL : ENGINE_EXIT_OK;
@@ -464,14 +683,15 @@ int engine_client_run(const struct engine_opts *o, struct engine_stats *st, stru
 	if ((code = choose_path(&cl, err)) != ENGINE_EXIT_OK)
 		goto out;
 	cl.t0 = engine_now_ns();
-	if ((code = transfer(&cl, err)) != ENGINE_EXIT_OK)
+	if (!cl.on_ssh && (code = transfer_quic(&cl, err)) != ENGINE_EXIT_OK)
+		goto out;
+	if (cl.on_ssh && (code = transfer_ssh(&cl, err)) != ENGINE_EXIT_OK)
 		goto out;
 	code = finish(&cl, err);
 
 out:
-	st->seconds = (double)(engine_now_ns() - cl.t0) / 1e9;
-	net_quic_free(cl.q);
-	cl.q = NULL;
+	quic_teardown(&cl);
+	stats_update(&cl);
 	net_mux_free(cl.mux);
 	cl.mux = NULL;
 	if (cl.ctl) {
@@ -490,6 +710,9 @@ out:
 		}
 	}
 	sender_free(&cl.snd);
+	sched_topo_free(cl.topo);
+	if (cl.evfd >= 0)
+		close(cl.evfd);
 	explicit_bzero(cl.m, sizeof(*cl.m)); /* it may have carried the secret */
 	free(cl.m);
 	if (!st->data_path)

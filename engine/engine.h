@@ -32,6 +32,7 @@ enum engine_exit {
 #define ENGINE_MAX_SOURCES     1024
 #define ENGINE_QUIC_TIMEOUT_MS 3000 /* the QUIC handshake must finish within this, or data goes over SSH */
 #define ENGINE_QUIC_IDLE_MS    5000 /* no packet for this long: QUIC is lost, the rest goes over SSH */
+#define ENGINE_MEMORY_DEFAULT  (256ull << 20) /* windows and buffers of one side (--memory) */
 
 struct engine_event;
 
@@ -49,7 +50,9 @@ struct engine_opts {
 	bool do_fsync;
 
 	/* data plane */
-	uint32_t max_streams;                                                 /* 0: default */
+	uint32_t max_streams;  /* 0: default */
+	unsigned workers;      /* QUIC connections and the threads that drive them; 0: one per core */
+	uint64_t memory_bytes; /* flow-control windows and buffers of one side; 0: default (256 MiB) */
 	enum engine_cc { ENGINE_CC_BBR2, ENGINE_CC_BBR, ENGINE_CC_CUBIC } cc; /* of what we send */
 	uint32_t quic_timeout_ms; /* handshake must finish in this; 0: default */
 	uint32_t quic_idle_ms;    /* QUIC silent this long mid-transfer: carry on over SSH; 0: default */
@@ -85,6 +88,7 @@ struct engine_stats {
 	uint64_t files_done_quic, files_done_ssh; /* confirmed over each data path */
 	uint64_t files_sent_ssh;                  /* streams opened on the SSH data path */
 	uint32_t streams_max;                     /* negotiated max_streams */
+	uint32_t connections; /* QUIC connections (and worker threads) carrying the data; 0 over SSH */
 	uint32_t quic_port;
 	double seconds;
 	const char *data_path;      /* "quic" or "ssh" */

@@ -1,8 +1,15 @@
-/* Engine internals shared by transfer.c (the conversation and the event loop), sender.c and
- * receiver.c. Not included outside engine/. */
+/* Engine internals shared by transfer.c (what both roles share), client.c and server.c (the two
+ * conversations), sender.c and receiver.c (the two ends of a lane). Not included outside engine/.
+ *
+ * A lane is one data plane (a QUIC connection, or the streams on the SSH channel) with the streams it
+ * carries, driven by one thread: QUIC lanes each by a worker of the sched/ pool, the SSH lane by the
+ * control thread. What all lanes of one side share (the entries to send; the destination and its
+ * bookkeeping) sits in struct sender / struct receiver, behind a mutex or in atomics. */
 #ifndef QS_ENGINE_INT_H
 #define QS_ENGINE_INT_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -35,6 +42,12 @@ int engine_send_error(struct net_ctl_chan *c, const char *code, const char *msg)
  * the data plane's process(). */
 int engine_poll_once(struct net_ctl_chan *c, const struct net_dp *dp, int max_ms, struct qs_err *err);
 
+/* Whether n lane workers are pinned to cores: only when they fill the machine (one per core or more).
+ * Fewer are left to the kernel's scheduler: two processes on one host (the local mode, a test, a
+ * benchmark on loopback) would otherwise both pin their first worker to the first core. */
+struct sched_topo;
+bool engine_pin(const struct sched_topo *t, unsigned n);
+
 /* Fills buf from the kernel's CSPRNG. */
 int engine_random(void *buf, size_t n);
 
@@ -63,39 +76,66 @@ struct snd_root {
 	char *top; /* the path walked */
 };
 
+/* What the client's lanes share: the entries to send, the resend queue, the roots. */
 struct sender {
 	const struct engine_opts *o;
-	struct engine_stats *st;
-	struct net_dp dp; /* where streams are opened */
 	struct snd_entry *ents;
 	size_t n, cap;
-	size_t next; /* next entry to open a stream for */
-	size_t in_flight;
-	size_t max_in_flight;
-	uint64_t streams_opened; /* on the current data path (sync_complete says how many) */
+	atomic_size_t next; /* next entry to claim; relaxed: each index is claimed by one fetch_add */
+	/* Entries not yet confirmed nor failed for good. Release on each decrement, after the lane's
+	 * counters are updated; the control thread's acquire of 0 then sees every count. */
+	atomic_size_t remaining;
+	pthread_mutex_t lock; /* resend, and the events the lanes emit */
 	/* Entries whose stream was cut off with its data path (NET_DP_GONE), to be sent again on the next
-	 * one (failover); if there is no next one they are not done, and the transfer fails anyway. */
+	 * one (failover), or that a lane could not open a stream for; if there is no next data path they are
+	 * not done, and the transfer fails anyway. Under lock. */
 	size_t *resend;
 	size_t n_resend, cap_resend;
-	size_t walk_errors; /* sources or directories that could not be read */
+	atomic_size_t pending_resend; /* n_resend, readable without the lock */
+	size_t walk_errors;           /* sources or directories that could not be read */
+	uint64_t files_discovered, bytes_total;
 	struct snd_root *roots;
 	size_t n_roots;
-	bool single_file; /* exactly one source and it is not a directory */
+	bool single_file;     /* exactly one source and it is not a directory */
+	size_t max_in_flight; /* streams in flight over all lanes (descriptors, the peer's limit) */
+};
+
+/* Counters of one lane: written by the lane's thread only (relaxed atomics), summed by the control
+ * thread into the engine_stats it publishes. */
+struct snd_counters {
+	atomic_uint_fast64_t files_done, files_failed, bytes_done, bytes_sent, wire_bytes, files_resent;
+	atomic_uint_fast64_t files_done_quic, files_done_ssh, files_sent_ssh, in_flight;
+};
+
+/* One data plane of the client and the streams it carries; driven by one thread. */
+struct snd_lane {
+	struct sender *s;
+	struct net_dp dp;
+	struct net_quic *q;   /* the QUIC lane's connection (NULL for the SSH lane) */
+	size_t max_in_flight; /* streams of this lane at once */
+	size_t in_flight;
+	uint64_t streams_opened; /* sync_complete sums them over the data path's lanes */
+	struct snd_counters c;
+	atomic_int dead; /* the data plane failed: its rc (negative) */
+	char dead_msg[QS_ERR_MSG_MAX];
 };
 
 /* Walks every source into s->ents (rsync's trailing-slash rule). Unreadable sources are reported as
  * file errors and counted in walk_errors; returns 0, or a negative errno for a fatal problem. */
-int sender_plan(struct sender *s, const struct engine_opts *o, struct engine_stats *st, struct qs_err *err);
+int sender_plan(struct sender *s, const struct engine_opts *o, struct qs_err *err);
 
-/* Opens streams for pending entries while the stream budget allows. Returns 0 or negative errno. */
-int sender_pump(struct sender *s, struct qs_err *err);
+/* A lane over dp for s, taking at most max_in_flight streams at once. */
+void sender_lane_init(struct snd_lane *l, struct sender *s, const struct net_dp *dp, size_t max_in_flight);
 
-/* True when every entry has a stream and every stream has closed. */
-bool sender_done(const struct sender *s);
+/* Opens streams on l for entries nobody has claimed yet (resend first) while l's budget allows.
+ * Returns 0 or a negative errno (fatal: out of memory, or a stream the data plane refused). */
+int sender_pump(struct snd_lane *l, struct qs_err *err);
 
-/* Moves the sender to another data plane: from now on streams open on dp; streams_opened restarts.
- * Entries whose streams the old one cut off (closed with NET_DP_GONE before their ack) wait in resend. */
-void sender_switch(struct sender *s, const struct net_dp *dp);
+/* True when no entry is left to claim (none unclaimed, none waiting to be resent). */
+bool sender_exhausted(struct sender *s);
+
+/* Adds l's counters into st (st's own fields for them are overwritten by the sum over lanes). */
+void sender_stats(struct snd_lane *const *lanes, size_t n, const struct sender *s, struct engine_stats *st);
 
 void sender_free(struct sender *s);
 
@@ -126,34 +166,50 @@ struct rcv_report {
 #define RCV_WBUF_BUDGET   (64u << 20)  /* all write buffers together */
 #define RCV_WBUF_FREE_MAX 64           /* idle big buffers kept for reuse */
 
+/* What the peer's lanes share: the destination, the options, directory bookkeeping, reports. */
 struct receiver {
 	int rootfd;
-	struct io_dircache *dc; /* parents of the files being written, beneath rootfd */
-	bool root;              /* running as root: owner and group can be given away */
+	bool root; /* running as root: owner and group can be given away */
 	bool single_file;
 	char single_name[256];
-	bool single_used;
 	bool perms, times, owner, group, do_fsync;
 	mode_t umask;
-	struct net_ctl_chan *ctl;
-	struct net_dp dp; /* where the sender's streams arrive */
+	struct net_ctl_chan *ctl; /* the control thread's: reports are sent from there */
+	pthread_mutex_t lock;     /* single_used, root_seen, dirs, reports */
+	bool single_used;
+	bool root_seen;
 	struct rcv_dirfix *dirs;
 	size_t n_dirs, cap_dirs, dir_bytes;
 	struct rcv_report reports[RCV_MAX_REPORTS];
 	size_t n_reports, reports_dropped;
-	bool root_seen;
-	uint64_t ok, failed, bytes;
-	uint64_t closed; /* streams ended on the current data path (sync_complete says how many to await) */
+	atomic_uint_fast64_t ok, failed, bytes; /* relaxed: counted by the lanes, read at the end */
+	size_t wbuf_budget;                     /* write buffers of one lane */
 	int verbose;
-	size_t wbuf_bytes; /* held by streams now */
+};
+
+/* One data plane of the peer and the streams arriving on it; driven by one thread. */
+struct rcv_lane {
+	struct receiver *r;
+	struct net_dp dp;
+	struct net_quic *q;     /* the QUIC lane's server (NULL for the SSH lane) */
+	struct io_dircache *dc; /* parents of the files being written, beneath rootfd */
+	size_t wbuf_bytes;      /* held by streams now */
 	uint8_t *wfree[RCV_WBUF_FREE_MAX];
 	size_t n_wfree;
+	atomic_uint_fast64_t closed; /* streams ended here; relaxed: the control thread only compares */
+	atomic_int dead;             /* the data plane failed: its rc (negative) */
+	char dead_msg[QS_ERR_MSG_MAX];
 };
 
 /* Opens (creating the last level if needed) the destination described by sync_start. */
 int receiver_open(struct receiver *r, const struct net_ctl_sync_start *ss, struct qs_err *err);
 
-/* Sends the queued error reports on the control channel. Called from the main loop. */
+/* Readies l (zeroed by the caller, its data plane set or to be set) for r, once r is open: its
+ * directory cache. Returns 0 or -ENOMEM. */
+int receiver_lane_init(struct rcv_lane *l, struct receiver *r);
+void receiver_lane_free(struct rcv_lane *l);
+
+/* Sends the queued error reports on the control channel. Called from the control thread. */
 void receiver_flush_reports(struct receiver *r);
 
 /* Applies directory modes and times, deepest first (after all contents are written). */

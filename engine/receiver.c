@@ -17,6 +17,7 @@
 
 struct rcv_job {
 	struct receiver *r;
+	struct rcv_lane *l;
 	int64_t sid;
 	struct net_stream_dec dec;
 	struct io_wfile wf;
@@ -63,7 +64,7 @@ static void queue_ack(struct rcv_job *j, uint8_t status, const char *msg)
 	j->ack_len = n > 0 ? (size_t)n : 0;
 	j->ack_off = 0;
 	j->ack_ready = true;
-	net_dp_stream_resume(&j->r->dp, j->sid);
+	net_dp_stream_resume(&j->l->dp, j->sid);
 }
 
 /* Write buffers: a file that fits gets one of its own size (one write in all); larger ones share
@@ -71,9 +72,9 @@ static void queue_ack(struct rcv_job *j, uint8_t status, const char *msg)
  * A stream that finds the budget spent writes straight through. */
 static void wbuf_take(struct rcv_job *j, uint64_t size)
 {
-	struct receiver *r = j->r;
+	struct rcv_lane *r = j->l;
 	size_t want = size < RCV_WBUF_BIG ? (size_t)size : RCV_WBUF_BIG;
-	if (want == 0 || r->wbuf_bytes + want > RCV_WBUF_BUDGET)
+	if (want == 0 || r->wbuf_bytes + want > j->r->wbuf_budget)
 		return;
 	if (want == RCV_WBUF_BIG && r->n_wfree > 0) {
 		j->wbuf = r->wfree[--r->n_wfree];
@@ -89,7 +90,7 @@ static void wbuf_take(struct rcv_job *j, uint64_t size)
 
 static void wbuf_give_back(struct rcv_job *j)
 {
-	struct receiver *r = j->r;
+	struct rcv_lane *r = j->l;
 	if (!j->wbuf)
 		return;
 	r->wbuf_bytes -= j->wcap;
@@ -153,8 +154,9 @@ static void job_fail(struct rcv_job *j, uint8_t status, const char *msg)
 		j->wf_open = false;
 	}
 	wbuf_give_back(j);
-	r->failed++;
+	atomic_fetch_add_explicit(&r->failed, 1, memory_order_relaxed);
 	fprintf(stderr, "qsync: receiver: %s\n", msg);
+	pthread_mutex_lock(&r->lock);
 	if (r->n_reports < RCV_MAX_REPORTS) {
 		struct rcv_report *rep = &r->reports[r->n_reports];
 		rep->file = strdup(j->meta_seen ? j->dec.meta.path : "");
@@ -171,6 +173,7 @@ static void job_fail(struct rcv_job *j, uint8_t status, const char *msg)
 	} else {
 		r->reports_dropped++;
 	}
+	pthread_mutex_unlock(&r->lock);
 	queue_ack(j, status, msg);
 }
 
@@ -235,19 +238,26 @@ static void on_meta(struct rcv_job *j)
 	if (r->single_file) {
 		/* One file, written under the destination's own name: nothing else may touch that
 		 * directory (it is the user's, not the transfer's). */
-		if ((m->flags & (NET_STREAM_F_DIR | NET_STREAM_F_ROOT)) || r->single_used) {
+		pthread_mutex_lock(&r->lock);
+		bool refuse = (m->flags & (NET_STREAM_F_DIR | NET_STREAM_F_ROOT)) || r->single_used;
+		r->single_used = true;
+		pthread_mutex_unlock(&r->lock);
+		if (refuse) {
 			job_fail(j, NET_STREAM_EPROTO,
 			         "only one file may be sent to a single-file destination");
 			return;
 		}
-		r->single_used = true;
 	}
 	if (m->flags & NET_STREAM_F_ROOT) {
-		if (!(m->flags & NET_STREAM_F_DIR) || r->root_seen) {
+		pthread_mutex_lock(&r->lock);
+		bool refuse = !(m->flags & NET_STREAM_F_DIR) || r->root_seen;
+		if (!refuse)
+			r->root_seen = true;
+		pthread_mutex_unlock(&r->lock);
+		if (refuse) {
 			job_fail(j, NET_STREAM_EPROTO, "a root entry must be a directory, sent once");
 			return;
 		}
-		r->root_seen = true;
 		j->path[0] = '\0';
 	} else if (io_path_check(m->path, m->path_len, &e) < 0) {
 		snprintf(msg, sizeof(msg), "%s", e.msg);
@@ -270,8 +280,11 @@ static void on_meta(struct rcv_job *j)
 				created = true;
 			rc = io_mkdir_beneath(r->rootfd, j->path, &e);
 		}
-		if (rc == 0)
+		if (rc == 0) {
+			pthread_mutex_lock(&r->lock);
 			rc = remember_dir(r, j->path, m, created);
+			pthread_mutex_unlock(&r->lock);
+		}
 		if (rc < 0) {
 			snprintf(msg, sizeof(msg), "cannot create directory \"%s\": %s", qp(j->path, qb),
 			         e.msg[0]        ? e.msg
@@ -287,7 +300,7 @@ static void on_meta(struct rcv_job *j)
 		return;
 	}
 	struct io_meta im = meta_for(r, m->mode, m->mtime_ns, m->uid, m->gid);
-	if (io_wfile_open_dc(r->dc, j->path, im.mode, 0, &j->wf, &e) < 0) {
+	if (io_wfile_open_dc(j->l->dc, j->path, im.mode, 0, &j->wf, &e) < 0) {
 		snprintf(msg, sizeof(msg), "%s", e.msg);
 		job_fail(j, NET_STREAM_EIO, msg);
 		return;
@@ -368,10 +381,10 @@ static void commit(struct rcv_job *j)
 			job_fail(j, NET_STREAM_EIO, msg);
 			return;
 		}
-		r->bytes += m->size;
+		atomic_fetch_add_explicit(&r->bytes, m->size, memory_order_relaxed);
 	}
 	j->finished = true;
-	r->ok++;
+	atomic_fetch_add_explicit(&r->ok, 1, memory_order_relaxed);
 	if (r->verbose > 1)
 		fprintf(stderr, "qsync: receiver: %s\n", qp(j->path[0] ? j->path : ".", qb));
 	queue_ack(j, NET_STREAM_OK, NULL);
@@ -379,7 +392,8 @@ static void commit(struct rcv_job *j)
 
 static int rcv_recv(void *ctx, int64_t sid, void **user, const uint8_t *data, size_t len, int fin)
 {
-	struct receiver *r = ctx;
+	struct rcv_lane *l = ctx;
+	struct receiver *r = l->r;
 	struct rcv_job *j = *user;
 	char msg[NET_STREAM_MAX_ACK_MSG];
 
@@ -388,6 +402,7 @@ static int rcv_recv(void *ctx, int64_t sid, void **user, const uint8_t *data, si
 		if (!j)
 			return -ENOMEM;
 		j->r = r;
+		j->l = l;
 		j->sid = sid;
 		j->hash = XXH3_createState();
 		if (!j->hash) {
@@ -459,9 +474,10 @@ static ssize_t rcv_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t
 
 static void rcv_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 {
-	struct receiver *r = ctx;
+	struct rcv_lane *l = ctx;
+	struct receiver *r = l->r;
 	struct rcv_job *j = user;
-	r->closed++;
+	atomic_fetch_add_explicit(&l->closed, 1, memory_order_relaxed);
 	if (!j)
 		return;
 	if (!j->finished) {
@@ -472,7 +488,7 @@ static void rcv_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 			io_wfile_abort(&j->wf);
 		wbuf_give_back(j);
 		if (app_error != NET_DP_GONE)
-			r->failed++;
+			atomic_fetch_add_explicit(&r->failed, 1, memory_order_relaxed);
 		if (r->verbose)
 			fprintf(stderr, "qsync: receiver: \"%s\" abandoned by the sender (code %llu)\n",
 			        j->meta_seen ? j->dec.meta.path : "?", (unsigned long long)app_error);
@@ -496,6 +512,12 @@ int receiver_open(struct receiver *r, const struct net_ctl_sync_start *ss, struc
 	mode_t um = umask(0);
 	umask(um);
 	r->umask = um;
+	pthread_mutex_init(&r->lock, NULL);
+	atomic_init(&r->ok, 0);
+	atomic_init(&r->failed, 0);
+	atomic_init(&r->bytes, 0);
+	if (!r->wbuf_budget)
+		r->wbuf_budget = RCV_WBUF_BUDGET;
 	r->perms = ss->preserve_permissions;
 	r->times = ss->preserve_timestamps;
 	r->owner = ss->preserve_owner;
@@ -531,8 +553,6 @@ int receiver_open(struct receiver *r, const struct net_ctl_sync_start *ss, struc
 	if (r->rootfd < 0)
 		return qs_err_set(err, -errno, "cannot open destination \"%s\": %s", root, strerror(errno));
 	r->root = geteuid() == 0;
-	if (io_dircache_new(r->rootfd, &r->dc) < 0)
-		return qs_err_set(err, -ENOMEM, "out of memory");
 	return 0;
 }
 
@@ -573,11 +593,21 @@ int receiver_finish(struct receiver *r, struct qs_err *err)
 
 void receiver_flush_reports(struct receiver *r)
 {
-	if (r->n_reports == 0 && r->reports_dropped == 0)
+	/* Taken out under the lock, sent without it: a slow control channel must not hold up the lanes. */
+	static struct rcv_report batch[RCV_MAX_REPORTS]; /* the control thread's alone */
+	size_t n, dropped;
+	pthread_mutex_lock(&r->lock);
+	n = r->n_reports;
+	dropped = r->reports_dropped;
+	memcpy(batch, r->reports, n * sizeof(batch[0]));
+	r->n_reports = 0;
+	r->reports_dropped = 0;
+	pthread_mutex_unlock(&r->lock);
+	if (n == 0 && dropped == 0)
 		return;
 	struct net_ctl_msg *m = malloc(sizeof(*m));
-	for (size_t i = 0; i < r->n_reports; i++) {
-		struct rcv_report *rep = &r->reports[i];
+	for (size_t i = 0; i < n; i++) {
+		struct rcv_report *rep = &batch[i];
 		if (m && r->ctl) {
 			memset(m, 0, sizeof(*m));
 			m->type = NET_CTL_ERROR;
@@ -590,19 +620,31 @@ void receiver_flush_reports(struct receiver *r)
 		free(rep->file);
 		free(rep->msg);
 	}
-	r->n_reports = 0;
-	if (r->reports_dropped && m && r->ctl) {
+	if (dropped && m && r->ctl) {
 		memset(m, 0, sizeof(*m));
 		m->type = NET_CTL_ERROR;
 		m->u.error.quic_stream_id = -1;
 		snprintf(m->u.error.file, sizeof(m->u.error.file), "*");
 		snprintf(m->u.error.error_code, sizeof(m->u.error.error_code), "MORE_ERRORS");
 		snprintf(m->u.error.message, sizeof(m->u.error.message),
-		         "%zu more refused entries not itemised", r->reports_dropped);
+		         "%zu more refused entries not itemised", dropped);
 		net_ctl_send(r->ctl, m, NULL);
-		r->reports_dropped = 0;
 	}
 	free(m);
+}
+
+int receiver_lane_init(struct rcv_lane *l, struct receiver *r)
+{
+	l->r = r;
+	return io_dircache_new(r->rootfd, &l->dc);
+}
+
+void receiver_lane_free(struct rcv_lane *l)
+{
+	while (l->n_wfree > 0)
+		free(l->wfree[--l->n_wfree]);
+	io_dircache_free(l->dc);
+	l->dc = NULL;
 }
 
 void receiver_free(struct receiver *r)
@@ -616,12 +658,10 @@ void receiver_free(struct receiver *r)
 		free(r->reports[i].msg);
 	}
 	r->n_reports = 0;
-	while (r->n_wfree > 0)
-		free(r->wfree[--r->n_wfree]);
 	r->n_dirs = r->cap_dirs = 0;
-	io_dircache_free(r->dc);
-	r->dc = NULL;
-	if (r->rootfd >= 0)
+	if (r->rootfd >= 0) {
 		close(r->rootfd);
+		pthread_mutex_destroy(&r->lock);
+	}
 	r->rootfd = -1;
 }

@@ -17,7 +17,7 @@
 enum snd_phase { PH_HDR, PH_DATA, PH_TRAILER, PH_SENT };
 
 struct snd_job {
-	struct sender *s;
+	struct snd_lane *l;
 	size_t idx;
 	int64_t sid;
 	int fd;
@@ -128,9 +128,9 @@ static int walk_cb(void *ctx, const struct io_walk_ent *e)
 		s->walk_errors++;
 		return 0;
 	}
-	s->st->files_discovered++;
+	s->files_discovered++;
 	if (!(flags & NET_STREAM_F_DIR))
-		s->st->bytes_total += (uint64_t)s->ents[s->n - 1].st.st_size;
+		s->bytes_total += (uint64_t)s->ents[s->n - 1].st.st_size;
 	return 0;
 }
 
@@ -193,10 +193,12 @@ static int open_entry(const struct sender *s, const struct snd_entry *e, char *w
 	return fd;
 }
 
-int sender_plan(struct sender *s, const struct engine_opts *o, struct engine_stats *st, struct qs_err *err)
+int sender_plan(struct sender *s, const struct engine_opts *o, struct qs_err *err)
 {
 	s->o = o;
-	s->st = st;
+	pthread_mutex_init(&s->lock, NULL);
+	atomic_init(&s->next, 0);
+	atomic_init(&s->pending_resend, 0);
 
 	for (int i = 0; i < o->n_sources; i++) {
 		const char *src = o->sources[i];
@@ -264,6 +266,7 @@ int sender_plan(struct sender *s, const struct engine_opts *o, struct engine_sta
 
 	/* Each stream in flight may hold an open file. */
 	s->max_in_flight = engine_fd_budget();
+	atomic_store_explicit(&s->remaining, s->n, memory_order_relaxed);
 	return 0;
 }
 
@@ -278,13 +281,13 @@ static void job_free(struct snd_job *j)
 	free(j);
 }
 
-static int job_new(struct sender *s, size_t idx, struct snd_job **out, struct qs_err *err)
+static int job_new(struct snd_lane *l, size_t idx, struct snd_job **out, struct qs_err *err)
 {
-	const struct snd_entry *e = &s->ents[idx];
+	const struct snd_entry *e = &l->s->ents[idx];
 	struct snd_job *j = calloc(1, sizeof(*j));
 	if (!j)
 		return qs_err_set(err, -ENOMEM, "out of memory");
-	j->s = s;
+	j->l = l;
 	j->idx = idx;
 	j->fd = -1;
 	j->sid = -1;
@@ -321,68 +324,144 @@ static int job_new(struct sender *s, size_t idx, struct snd_job **out, struct qs
 	return 0;
 }
 
-static bool on_ssh(const struct sender *s)
+static bool on_ssh(const struct snd_lane *l)
 {
-	return s->dp.name && strcmp(s->dp.name, "ssh") == 0;
+	return l->dp.name && strcmp(l->dp.name, "ssh") == 0;
 }
 
-int sender_pump(struct sender *s, struct qs_err *err)
+static void add(atomic_uint_fast64_t *c, uint64_t v)
 {
-	while ((s->n_resend > 0 || s->next < s->n) && s->in_flight < s->max_in_flight) {
-		struct snd_job *j = NULL;
-		bool again = s->n_resend > 0;
-		size_t idx = again ? s->resend[s->n_resend - 1] : s->next;
-		int rc = job_new(s, idx, &j, err);
-		if (rc < 0)
-			return rc;
-		rc = net_dp_stream_open(&s->dp, j, &j->sid);
-		if (rc == -EAGAIN) {
-			job_free(j);
-			return 0;
+	atomic_fetch_add_explicit(c, v, memory_order_relaxed); /* a statistic: no ordering */
+}
+
+#define RESEND_CUT ((size_t)1 << (sizeof(size_t) * 8 - 1)) /* in resend: its stream was cut off */
+
+/* Keeps idx for later: cut (its stream died with its data path: it will count as resent) or not (no
+ * stream could be opened for it just now). Returns false when there is no memory. */
+static bool requeue(struct sender *s, size_t idx, bool cut)
+{
+	if (cut)
+		idx |= RESEND_CUT;
+	bool ok = true;
+	pthread_mutex_lock(&s->lock);
+	if (s->n_resend == s->cap_resend) {
+		size_t ncap = s->cap_resend ? s->cap_resend * 2 : 256;
+		size_t *nr = realloc(s->resend, ncap * sizeof(*nr));
+		if (nr) {
+			s->resend = nr;
+			s->cap_resend = ncap;
 		}
+	}
+	if (s->n_resend < s->cap_resend) {
+		s->resend[s->n_resend++] = idx;
+		atomic_store_explicit(&s->pending_resend, s->n_resend, memory_order_relaxed);
+	} else {
+		ok = false;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return ok;
+}
+
+/* The next entry nobody has: one waiting to be sent again first, else the next unclaimed one. */
+static bool claim(struct sender *s, size_t *idx, bool *again)
+{
+	if (atomic_load_explicit(&s->pending_resend, memory_order_relaxed) > 0) {
+		pthread_mutex_lock(&s->lock);
+		bool got = s->n_resend > 0;
+		if (got) {
+			size_t v = s->resend[--s->n_resend];
+			*idx = v & ~RESEND_CUT;
+			*again = (v & RESEND_CUT) != 0;
+			atomic_store_explicit(&s->pending_resend, s->n_resend, memory_order_relaxed);
+		}
+		pthread_mutex_unlock(&s->lock);
+		if (got)
+			return true;
+	}
+	if (atomic_load_explicit(&s->next, memory_order_relaxed) >= s->n)
+		return false;
+	/* relaxed: the index is all that is shared; the entries were written before the lanes started */
+	size_t i = atomic_fetch_add_explicit(&s->next, 1, memory_order_relaxed);
+	if (i >= s->n)
+		return false;
+	*idx = i;
+	*again = false;
+	return true;
+}
+
+void sender_lane_init(struct snd_lane *l, struct sender *s, const struct net_dp *dp, size_t max_in_flight)
+{
+	memset(l, 0, sizeof(*l));
+	l->s = s;
+	l->dp = *dp;
+	l->max_in_flight = max_in_flight ? max_in_flight : 1;
+}
+
+int sender_pump(struct snd_lane *l, struct qs_err *err)
+{
+	struct sender *s = l->s;
+	while (l->in_flight < l->max_in_flight) {
+		size_t idx;
+		bool again;
+		if (!claim(s, &idx, &again))
+			return 0;
+		struct snd_job *j = NULL;
+		int rc = job_new(l, idx, &j, err);
+		if (rc < 0) {
+			requeue(s, idx, again);
+			return rc;
+		}
+		rc = net_dp_stream_open(&l->dp, j, &j->sid);
 		if (rc < 0) {
 			job_free(j);
+			if (!requeue(s, idx, again))
+				return qs_err_set(err, -ENOMEM, "out of memory");
+			if (rc == -EAGAIN)
+				return 0; /* the peer's limit for now: another try after a stream closes */
 			return qs_err_set(err, rc, "cannot open a stream: %s", strerror(-rc));
 		}
-		if (again) {
-			s->n_resend--;
-			s->st->files_resent++;
-		} else {
-			s->next++;
-		}
-		s->in_flight++;
-		s->streams_opened++;
-		if (on_ssh(s))
-			s->st->files_sent_ssh++;
-		s->st->files_in_flight = s->in_flight;
+		if (again)
+			add(&l->c.files_resent, 1);
+		l->in_flight++;
+		l->streams_opened++;
+		add(&l->c.in_flight, 1);
+		if (on_ssh(l))
+			add(&l->c.files_sent_ssh, 1);
 	}
 	return 0;
 }
 
-bool sender_done(const struct sender *s)
+bool sender_exhausted(struct sender *s)
 {
-	return s->next == s->n && s->n_resend == 0 && s->in_flight == 0;
+	return atomic_load_explicit(&s->next, memory_order_relaxed) >= s->n &&
+	       atomic_load_explicit(&s->pending_resend, memory_order_relaxed) == 0;
 }
 
-void sender_switch(struct sender *s, const struct net_dp *dp)
+static uint64_t get(const atomic_uint_fast64_t *c)
 {
-	s->dp = *dp;
-	s->streams_opened = 0;
+	return atomic_load_explicit(c, memory_order_relaxed);
 }
 
-/* Keeps idx for the next data path. Returns false when there is no memory to remember it. */
-static bool requeue(struct sender *s, size_t idx)
+void sender_stats(struct snd_lane *const *lanes, size_t n, const struct sender *s, struct engine_stats *st)
 {
-	if (s->n_resend == s->cap_resend) {
-		size_t ncap = s->cap_resend ? s->cap_resend * 2 : 256;
-		size_t *nr = realloc(s->resend, ncap * sizeof(*nr));
-		if (!nr)
-			return false;
-		s->resend = nr;
-		s->cap_resend = ncap;
+	st->files_discovered = s->files_discovered;
+	st->bytes_total = s->bytes_total;
+	st->files_done = st->files_failed = st->bytes_done = st->bytes_sent = st->wire_bytes = 0;
+	st->files_resent = st->files_done_quic = st->files_done_ssh = st->files_sent_ssh = 0;
+	st->files_in_flight = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct snd_counters *c = &lanes[i]->c;
+		st->files_done += get(&c->files_done);
+		st->files_failed += get(&c->files_failed);
+		st->bytes_done += get(&c->bytes_done);
+		st->bytes_sent += get(&c->bytes_sent);
+		st->wire_bytes += get(&c->wire_bytes);
+		st->files_resent += get(&c->files_resent);
+		st->files_done_quic += get(&c->files_done_quic);
+		st->files_done_ssh += get(&c->files_done_ssh);
+		st->files_sent_ssh += get(&c->files_sent_ssh);
+		st->files_in_flight += get(&c->in_flight);
 	}
-	s->resend[s->n_resend++] = idx;
-	return true;
 }
 
 void sender_free(struct sender *s)
@@ -405,6 +484,9 @@ void sender_free(struct sender *s)
 	free(s->resend);
 	s->resend = NULL;
 	s->n_resend = s->cap_resend = 0;
+	if (s->o)
+		pthread_mutex_destroy(&s->lock);
+	s->o = NULL;
 	s->n = s->cap = 0;
 }
 
@@ -419,7 +501,7 @@ static ssize_t fail_job(struct snd_job *j, int code, const char *what)
 static ssize_t snd_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t cap, int *fin)
 {
 	struct snd_job *j = user;
-	const struct snd_entry *e = &j->s->ents[j->idx];
+	const struct snd_entry *e = &j->l->s->ents[j->idx];
 	uint64_t size = (e->flags & NET_STREAM_F_DIR) ? 0 : (uint64_t)e->st.st_size;
 	size_t n = 0;
 
@@ -458,7 +540,7 @@ static ssize_t snd_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t
 				memcpy(buf + n, e->link + j->data_off, k);
 			} else {
 				if (j->fd < 0) {
-					int fd = open_entry(j->s, e, j->msg, sizeof(j->msg));
+					int fd = open_entry(j->l->s, e, j->msg, sizeof(j->msg));
 					if (fd < 0)
 						return fd;
 					j->fd = fd;
@@ -480,7 +562,7 @@ static ssize_t snd_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t
 			}
 			XXH3_64bits_update(j->hash, buf + n, k);
 			j->data_off += k;
-			j->s->st->bytes_sent += k;
+			add(&j->l->c.bytes_sent, k);
 			n += k;
 			break;
 		}
@@ -494,7 +576,7 @@ static ssize_t snd_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t
 			if (j->trl_off == NET_STREAM_TRAILER_LEN) {
 				j->phase = PH_SENT;
 				*fin = 1;
-				j->s->st->wire_bytes += n;
+				add(&j->l->c.wire_bytes, n);
 				return (ssize_t)n;
 			}
 			break;
@@ -504,7 +586,7 @@ static ssize_t snd_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t
 			return (ssize_t)n;
 		}
 	}
-	j->s->st->wire_bytes += n;
+	add(&j->l->c.wire_bytes, n);
 	return (ssize_t)n;
 }
 
@@ -533,7 +615,8 @@ static int snd_recv(void *ctx, int64_t sid, void **user, const uint8_t *data, si
 
 static void snd_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 {
-	struct sender *s = ctx;
+	struct snd_lane *l = ctx;
+	struct sender *s = l->s;
 	struct snd_job *j = user;
 	if (!j)
 		return;
@@ -542,18 +625,18 @@ static void snd_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 	/* The receiver acks OK only once the entry is in place, so an OK ack is enough even if the stream
 	 * then ends with an error (the data path going away before the last close). */
 	bool confirmed = j->acked && j->ack_status == NET_STREAM_OK && j->phase == PH_SENT;
-	if (!confirmed && app_error == NET_DP_GONE && !j->acked && j->msg[0] == '\0' && requeue(s, j->idx)) {
+	bool requeued = false;
+	if (!confirmed && app_error == NET_DP_GONE && !j->acked && j->msg[0] == '\0' &&
+	    requeue(s, j->idx, true)) {
+		requeued = true;
 		/* the data path died under it: it goes again on the next one (the receiver has dropped
 		 * whatever part of it had arrived) */
-		s->st->bytes_sent -= j->data_off;
+		atomic_fetch_sub_explicit(&l->c.bytes_sent, j->data_off, memory_order_relaxed);
 	} else if (confirmed) {
-		s->st->files_done++;
-		if (on_ssh(s))
-			s->st->files_done_ssh++;
-		else
-			s->st->files_done_quic++;
+		add(&l->c.files_done, 1);
+		add(on_ssh(l) ? &l->c.files_done_ssh : &l->c.files_done_quic, 1);
 		if (!(e->flags & NET_STREAM_F_DIR))
-			s->st->bytes_done += (uint64_t)e->st.st_size;
+			add(&l->c.bytes_done, (uint64_t)e->st.st_size);
 		engine_emit(s->o, ENGINE_EV_FILE_DONE, name, NULL, NULL);
 	} else {
 		char m[NET_STREAM_MAX_ACK_MSG + 64];
@@ -562,11 +645,13 @@ static void snd_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 		else
 			snprintf(m, sizeof(m), "stream closed before the receiver confirmed it (code %llu)",
 			         (unsigned long long)app_error);
-		s->st->files_failed++;
+		add(&l->c.files_failed, 1);
 		engine_emit(s->o, ENGINE_EV_FILE_ERROR, name, m, NULL);
 	}
-	s->in_flight--;
-	s->st->files_in_flight = s->in_flight;
+	l->in_flight--;
+	atomic_fetch_sub_explicit(&l->c.in_flight, 1, memory_order_relaxed);
+	if (!requeued)
+		atomic_fetch_sub_explicit(&s->remaining, 1, memory_order_release);
 	job_free(j);
 }
 

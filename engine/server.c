@@ -1,10 +1,13 @@
 /* The peer's side of a transfer (qsync --server under sshd, or a session of the native server): answers
- * hello, opens a QUIC port for the client's secret when asked (quic_init), takes sync_start, and
- * receives into the destination over whichever data path the client chose — QUIC, or streams on the
- * SSH channel — switching to the latter when the client says so (data_path), also in the middle of a
- * transfer, in which case whatever was half-received over QUIC is dropped and comes again. One thread. */
+ * hello, opens QUIC ports for the client's secret when asked (quic_init: one connection per worker the
+ * client asked for, up to this machine's cores, each driven by a pinned worker of the sched/ pool),
+ * takes sync_start, and receives into the destination over whichever data path the client chose —
+ * QUIC, or streams on the SSH channel, driven by the control thread — switching to the latter when the
+ * client says so (data_path), also in the middle of a transfer, in which case whatever was
+ * half-received over QUIC is dropped and comes again. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,16 +16,24 @@
 
 #include "engine/engine_int.h"
 #include "net/mux.h"
+#include "sched/sched.h"
+
+#define LANE_POLL_MS 100 /* a worker looks at the stop flag at least this often */
 
 struct peer {
 	struct net_ctl_chan *c;
 	const struct engine_addrs *addrs;
 	struct net_ctl_msg *m;
 	struct receiver r;
-	struct net_quic *q;
+	struct rcv_lane quic[NET_CTL_MAX_CONNS]; /* one per QUIC connection */
+	unsigned n_quic;
+	struct rcv_lane ssh; /* once the data comes over SSH */
 	struct net_mux *mux;
-	struct net_dp dp; /* the data plane in use (over q or mux) */
-	bool quic_dead;   /* q's connection ended; the client should switch to SSH or finish */
+	bool on_ssh;
+	struct sched_topo *topo;
+	struct sched_pool *pool;
+	atomic_bool stop; /* the workers' end; release/acquire: joined after */
+	bool quic_dead;   /* every QUIC lane ended; the client should switch to SSH or finish */
 	uint64_t dead_at; /* when */
 	uint32_t max_streams;
 };
@@ -120,67 +131,133 @@ static int expect_either(struct peer *p, enum net_ctl_type a, enum net_ctl_type 
 	return rc;
 }
 
-/* quic_init -> a QUIC server for this client's secret on the address SSH came in on -> quic_ready. */
+/* quic_init -> one QUIC server per connection, each on its own port of the address SSH came in on, all
+ * for this client's secret -> quic_ready with the ports. */
 static int quic_setup(struct peer *p, struct qs_err *err)
 {
 	struct net_ctl_msg *m = p->m;
 	uint8_t psk[NET_QUIC_PSK_LEN];
 	char conn_id[33], ip[64];
-	int rc;
+	uint16_t ports[NET_CTL_MAX_CONNS];
+	int rc, code = ENGINE_EXIT_NET;
 
 	memcpy(psk, m->u.quic_init.psk, sizeof(psk));
 	snprintf(conn_id, sizeof(conn_id), "%s", m->u.quic_init.connection_id);
 	uint32_t want = m->u.quic_init.max_streams;
+	unsigned n = m->u.quic_init.connections ? m->u.quic_init.connections : 1;
 	explicit_bzero(m, sizeof(*m));
 	if (want && want < p->max_streams)
 		p->max_streams = want;
+	/* no more connections than this machine has cores to drive them */
+	unsigned cores = p->topo ? sched_topo_ncores(p->topo) : 1;
+	if (n > cores)
+		n = cores ? cores : 1;
+	if (n > NET_CTL_MAX_CONNS)
+		n = NET_CTL_MAX_CONNS;
 
 	struct net_quic_cfg qc;
 	net_quic_cfg_default(&qc);
-	qc.max_streams = p->max_streams;
-	struct net_dp_cb cb = receiver_dp_cb_template;
-	cb.ctx = &p->r;
-	uint16_t port = 0;
+	qc.max_streams = p->max_streams / n ? p->max_streams / n : 1;
+	net_quic_cfg_budget(&qc, ENGINE_MEMORY_DEFAULT / n);
 	addr_string(&p->addrs->local, ip, sizeof(ip));
-	rc = net_quic_server_new(ip, &port, conn_id, psk, &qc, &cb, &p->q, err);
-	explicit_bzero(psk, sizeof(psk));
-	if (rc < 0) {
-		engine_send_error(p->c, "QUIC_UNAVAILABLE", err->msg);
-		return ENGINE_EXIT_NET;
+	for (unsigned i = 0; i < n; i++) {
+		struct rcv_lane *l = &p->quic[i];
+		struct net_dp_cb cb = receiver_dp_cb_template;
+		cb.ctx = l;
+		ports[i] = 0;
+		rc = net_quic_server_new(ip, &ports[i], conn_id, psk, &qc, &cb, &l->q, err);
+		if (rc < 0) {
+			engine_send_error(p->c, "QUIC_UNAVAILABLE", err->msg);
+			goto out;
+		}
+		/* Only the host that reached us over SSH may start the QUIC handshake. */
+		if (p->addrs->peer_len > 0)
+			net_quic_server_allow(l->q, (const struct sockaddr *)&p->addrs->peer,
+			                      p->addrs->peer_len);
+		net_quic_as_dp(l->q, &l->dp);
+		p->n_quic = i + 1;
 	}
-	/* Only the host that reached us over SSH may start the QUIC handshake. */
-	if (p->addrs->peer_len > 0)
-		net_quic_server_allow(p->q, (const struct sockaddr *)&p->addrs->peer, p->addrs->peer_len);
-	net_quic_as_dp(p->q, &p->dp);
-	p->r.dp = p->dp;
 	memset(m, 0, sizeof(*m));
 	m->type = NET_CTL_QUIC_READY;
 	snprintf(m->u.quic_ready.connection_id, sizeof(m->u.quic_ready.connection_id), "%s", conn_id);
 	snprintf(m->u.quic_ready.ip, sizeof(m->u.quic_ready.ip), "%s", ip);
-	m->u.quic_ready.port = port;
-	m->u.quic_ready.max_streams = p->max_streams;
+	m->u.quic_ready.port = ports[0];
+	m->u.quic_ready.max_streams = qc.max_streams * n;
 	m->u.quic_ready.initial_max_data = qc.max_data;
-	if (net_ctl_send(p->c, m, err) < 0)
-		return ENGINE_EXIT_START;
-	return ENGINE_EXIT_OK;
+	memcpy(m->u.quic_ready.ports, ports, n * sizeof(ports[0]));
+	m->u.quic_ready.n_ports = n;
+	code = net_ctl_send(p->c, m, err) < 0 ? ENGINE_EXIT_START : ENGINE_EXIT_OK;
+out:
+	explicit_bzero(psk, sizeof(psk));
+	return code;
 }
 
-/* From here on the entries arrive as streams on the SSH channel. Any QUIC streams still open end
- * without counting as failures: the client sends those entries again. */
+/* A worker: drives its lane's QUIC server (packets, timers, acks) until told to stop. */
+static void lane_run(struct sched_worker *w, void *ctx)
+{
+	struct peer *p = ctx;
+	struct rcv_lane *l = &p->quic[sched_worker_index(w)];
+	while (!atomic_load_explicit(&p->stop, memory_order_acquire)) {
+		struct qs_err e = {0};
+		struct pollfd pf = {.fd = net_dp_fd(&l->dp), .events = POLLIN};
+		int tmo = net_dp_timeout_ms(&l->dp);
+		if (tmo < 0 || tmo > LANE_POLL_MS)
+			tmo = LANE_POLL_MS;
+		if (poll(&pf, 1, tmo) < 0 && errno != EINTR)
+			continue;
+		int rc = net_dp_process(&l->dp, &e);
+		if (rc < 0) {
+			snprintf(l->dead_msg, sizeof(l->dead_msg), "%s", e.msg);
+			/* release: dead_msg is written before the control thread reads it */
+			atomic_store_explicit(&l->dead, rc, memory_order_release);
+			return;
+		}
+	}
+}
+
+/* Stops the workers and frees the QUIC servers: what they still had open ends with NET_DP_GONE (its
+ * temporaries dropped, no failure counted: it comes again, or the session fails as a whole). */
+static void quic_teardown(struct peer *p, bool close_first)
+{
+	atomic_store_explicit(&p->stop, true, memory_order_release);
+	if (p->pool) {
+		sched_pool_stop(p->pool);
+		sched_pool_join(p->pool);
+		sched_pool_destroy(p->pool);
+		p->pool = NULL;
+	}
+	for (unsigned i = 0; i < p->n_quic; i++) {
+		if (close_first && p->quic[i].q)
+			net_quic_close(p->quic[i].q);
+		net_quic_free(p->quic[i].q);
+		p->quic[i].q = NULL;
+	}
+}
+
+/* From here on the entries arrive as streams on the SSH channel. */
 static int use_ssh(struct peer *p, struct qs_err *err)
 {
-	net_quic_free(p->q); /* what it still had open ends with NET_DP_GONE: it comes again */
-	p->q = NULL;
-	p->r.closed = 0;
+	quic_teardown(p, false);
 	p->quic_dead = false;
 	struct net_dp_cb cb = receiver_dp_cb_template;
-	cb.ctx = &p->r;
+	cb.ctx = &p->ssh;
 	int rc = net_mux_new(p->c, 0, p->max_streams, 0, &cb, &p->mux);
 	if (rc < 0)
 		return qs_err_set(err, rc, "cannot take the data over SSH: %s", strerror(-rc));
-	net_mux_as_dp(p->mux, &p->dp);
-	p->r.dp = p->dp;
+	net_mux_as_dp(p->mux, &p->ssh.dp);
+	p->on_ssh = true;
 	return 0;
+}
+
+/* Streams ended on the data path in use. */
+static uint64_t closed_now(struct peer *p)
+{
+	if (p->on_ssh)
+		return atomic_load_explicit(&p->ssh.closed, memory_order_relaxed);
+	uint64_t n = 0;
+	for (unsigned i = 0; i < p->n_quic; i++)
+		n += atomic_load_explicit(&p->quic[i].closed, memory_order_relaxed);
+	return n;
 }
 
 /* Receives until the sender says it is done (sync_complete names how many streams it opened on this
@@ -199,18 +276,25 @@ static int receive(struct peer *p, struct qs_err *err)
 			return ENGINE_EXIT_SIGNAL;
 		}
 		struct qs_err de = {0};
-		rc = engine_poll_once(p->c, p->quic_dead ? NULL : &p->dp, 200, &de);
+		rc = engine_poll_once(p->c, p->on_ssh ? &p->ssh.dp : NULL, 200, &de);
 		receiver_flush_reports(r);
-		if (rc < 0 && p->q && !p->quic_dead) {
+		if (rc < 0) {
+			qs_err_set(err, rc, "%s", de.msg);
+			return rc == -ETIMEDOUT ? ENGINE_EXIT_TIMEOUT : ENGINE_EXIT_STREAM;
+		}
+		if (!p->on_ssh && !p->quic_dead && p->n_quic > 0) {
+			unsigned dead = 0;
+			for (unsigned i = 0; i < p->n_quic; i++)
+				if (atomic_load_explicit(&p->quic[i].dead, memory_order_acquire))
+					dead++;
 			/* QUIC is gone (the path went silent, or the client closed it): the client either
 			 * switches to SSH or finishes; both come on the control channel. */
-			p->quic_dead = true;
-			p->dead_at = engine_now_ns();
-			if (r->verbose)
-				fprintf(stderr, "qsync: receiver: %s\n", de.msg);
-		} else if (rc < 0) {
-			qs_err_set(err, rc, "%s", de.msg);
-			return rc == -ETIMEDOUT ? ENGINE_EXIT_TIMEOUT : ENGINE_EXIT_NET;
+			if (dead == p->n_quic) {
+				p->quic_dead = true;
+				p->dead_at = engine_now_ns();
+				if (r->verbose)
+					fprintf(stderr, "qsync: receiver: %s\n", p->quic[0].dead_msg);
+			}
 		}
 		while (!bye) {
 			struct qs_err e = {0};
@@ -237,7 +321,7 @@ static int receive(struct peer *p, struct qs_err *err)
 			} else if (m->type == NET_CTL_BYE) {
 				bye = true;
 			} else if (m->type == NET_CTL_DATA_PATH && !completing) {
-				if (net_ctl_chan_is_framed(p->c) || m->u.data_path.path != NET_CTL_PATH_SSH) {
+				if (p->on_ssh || m->u.data_path.path != NET_CTL_PATH_SSH) {
 					qs_err_set(err, -EPROTO, "data_path: already on that path");
 					engine_send_error(p->c, "PROTOCOL", err->msg);
 					return ENGINE_EXIT_PROTOCOL;
@@ -260,26 +344,29 @@ static int receive(struct peer *p, struct qs_err *err)
 			           "the QUIC connection was lost and the client did not carry on");
 			return ENGINE_EXIT_NET;
 		}
-		if (completing && !answered && (r->closed >= expected || engine_now_ns() > deadline)) {
-			if (r->closed < expected)
-				r->failed += expected - r->closed;
+		uint64_t closed = closed_now(p);
+		if (completing && !answered && (closed >= expected || engine_now_ns() > deadline)) {
+			if (closed < expected)
+				atomic_fetch_add_explicit(&r->failed, expected - closed,
+				                          memory_order_relaxed);
 			struct qs_err e = {0};
 			if (receiver_finish(r, &e) < 0) {
 				fprintf(stderr, "qsync: receiver: %s\n", e.msg);
-				r->failed++;
+				atomic_fetch_add_explicit(&r->failed, 1, memory_order_relaxed);
 			}
 			memset(m, 0, sizeof(*m));
 			m->type = NET_CTL_ACK_COMPLETE;
-			m->u.ack_complete.files_ok = r->ok;
-			m->u.ack_complete.files_failed = r->failed;
-			m->u.ack_complete.bytes = r->bytes;
+			m->u.ack_complete.files_ok = atomic_load(&r->ok);
+			m->u.ack_complete.files_failed = atomic_load(&r->failed);
+			m->u.ack_complete.bytes = atomic_load(&r->bytes);
 			if ((rc = net_ctl_send(p->c, m, err)) < 0)
 				return ENGINE_EXIT_STREAM;
 			answered = true;
 		}
 	}
-	if (r->failed) {
-		qs_err_set(err, -EIO, "%llu entries were not written", (unsigned long long)r->failed);
+	uint64_t failed = atomic_load(&r->failed);
+	if (failed) {
+		qs_err_set(err, -EIO, "%llu entries were not written", (unsigned long long)failed);
 		return ENGINE_EXIT_PARTIAL;
 	}
 	return ENGINE_EXIT_OK;
@@ -288,20 +375,32 @@ static int receive(struct peer *p, struct qs_err *err)
 int engine_server_session(struct net_ctl_chan *c, const struct engine_addrs *addrs, int verbose,
                           struct qs_err *err)
 {
-	struct peer p = {.c = c, .addrs = addrs};
+	struct peer *p = calloc(1, sizeof(*p));
 	int code = ENGINE_EXIT_START;
 	struct net_ctl_msg *m;
 
-	p.r.rootfd = -1;
-	p.r.verbose = verbose;
+	if (!p)
+		return qs_err_set(err, -ENOMEM, "out of memory"), ENGINE_EXIT_START;
+	p->c = c;
+	p->addrs = addrs;
+	p->r.rootfd = -1;
+	p->r.verbose = verbose;
+	atomic_init(&p->stop, false);
 	signal(SIGPIPE, SIG_IGN);
 	catch_stop_signals();
-	m = p.m = calloc(1, sizeof(*m));
-	if (!m)
-		return qs_err_set(err, -ENOMEM, "out of memory"), ENGINE_EXIT_START;
-	/* each incoming stream may hold a temporary file open */
+	m = p->m = calloc(1, sizeof(*m));
+	if (!m) {
+		qs_err_set(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	{
+		struct qs_err te = {0};
+		if (sched_topo_load(&p->topo, NULL, &te) < 0)
+			p->topo = NULL;
+	}
+	/* each incoming stream may hold a file open */
 	size_t budget = engine_fd_budget();
-	p.max_streams = budget < 1000 ? (uint32_t)budget : 1000;
+	p->max_streams = budget < 1000 ? (uint32_t)budget : 1000;
 
 	if (engine_expect(c, NET_CTL_HELLO, m, ENGINE_CTL_TIMEOUT_MS, err) < 0)
 		goto out;
@@ -317,45 +416,67 @@ int engine_server_session(struct net_ctl_chan *c, const struct engine_addrs *add
 	snprintf(m->u.hello.version, sizeof(m->u.hello.version), "%s", NET_CTL_PROTO_VERSION);
 	m->u.hello.caps = NET_CAP_QUIC_V1;
 	m->u.hello.quic_available = true;
-	m->u.hello.max_streams = p.max_streams;
+	m->u.hello.max_streams = p->max_streams;
 	if (net_ctl_send(c, m, err) < 0)
 		goto out;
 
 	/* quic_init first when the data goes over QUIC; straight to sync_start when it goes over SSH */
-	if (expect_either(&p, NET_CTL_QUIC_INIT, NET_CTL_SYNC_START, err) < 0)
+	if (expect_either(p, NET_CTL_QUIC_INIT, NET_CTL_SYNC_START, err) < 0)
 		goto out;
 	if (m->type == NET_CTL_QUIC_INIT) {
-		if ((code = quic_setup(&p, err)) != ENGINE_EXIT_OK)
+		if ((code = quic_setup(p, err)) != ENGINE_EXIT_OK)
 			goto out;
 		code = ENGINE_EXIT_START;
 		if (engine_expect(c, NET_CTL_SYNC_START, m, ENGINE_CTL_TIMEOUT_MS, err) < 0)
 			goto out;
 	}
-	if (receiver_open(&p.r, &m->u.sync_start, err) < 0) {
+	p->r.wbuf_budget = RCV_WBUF_BUDGET / (p->n_quic ? p->n_quic : 1);
+	if (receiver_open(&p->r, &m->u.sync_start, err) < 0) {
 		engine_send_error(c, "DESTINATION", err->msg);
 		code = ENGINE_EXIT_FILESEL;
 		goto out;
 	}
-	p.r.ctl = c;
-	if (m->u.sync_start.data_path == NET_CTL_PATH_SSH) {
-		if (use_ssh(&p, err) < 0)
+	p->r.ctl = c;
+	for (unsigned i = 0; i < p->n_quic; i++)
+		if (receiver_lane_init(&p->quic[i], &p->r) < 0) {
+			qs_err_set(err, -ENOMEM, "out of memory");
 			goto out;
-	} else if (!p.q) {
+		}
+	p->r.wbuf_budget = RCV_WBUF_BUDGET; /* the SSH lane, if it comes to that, has it all */
+	if (receiver_lane_init(&p->ssh, &p->r) < 0) {
+		qs_err_set(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	p->r.wbuf_budget = RCV_WBUF_BUDGET / (p->n_quic ? p->n_quic : 1);
+	if (m->u.sync_start.data_path == NET_CTL_PATH_SSH) {
+		p->r.wbuf_budget = RCV_WBUF_BUDGET;
+		if (use_ssh(p, err) < 0)
+			goto out;
+	} else if (p->n_quic == 0) {
 		qs_err_set(err, -EPROTO, "sync_start asks for QUIC, but no quic_init came before it");
 		engine_send_error(c, "PROTOCOL", err->msg);
 		code = ENGINE_EXIT_PROTOCOL;
 		goto out;
+	} else {
+		struct sched_pool_opts po = {.nworkers = p->n_quic, .run = lane_run, .ctx = p};
+		if (!engine_pin(p->topo, p->n_quic))
+			po.flags |= SCHED_POOL_NO_PIN;
+		if (sched_pool_create(&p->pool, p->topo, &po, err) < 0 || sched_pool_start(p->pool, err) < 0)
+			goto out;
 	}
-	code = receive(&p, err);
+	code = receive(p, err);
 
 out:
-	if (p.q) {
-		net_quic_close(p.q);
-		net_quic_free(p.q);
-	}
-	net_mux_free(p.mux);
-	receiver_free(&p.r);
-	explicit_bzero(m, sizeof(*m)); /* it may have carried the secret */
+	quic_teardown(p, true);
+	net_mux_free(p->mux);
+	for (unsigned i = 0; i < p->n_quic; i++)
+		receiver_lane_free(&p->quic[i]);
+	receiver_lane_free(&p->ssh);
+	receiver_free(&p->r);
+	sched_topo_free(p->topo);
+	if (m)
+		explicit_bzero(m, sizeof(*m)); /* it may have carried the secret */
 	free(m);
+	free(p);
 	return code;
 }

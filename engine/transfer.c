@@ -19,6 +19,7 @@
 
 #include "engine/engine_int.h"
 #include "net/ssh.h"
+#include "sched/sched.h"
 
 uint64_t engine_now_ns(void)
 {
@@ -45,10 +46,14 @@ size_t engine_fd_budget(void)
 void engine_emit(const struct engine_opts *o, enum engine_event_kind k, const char *path, const char *msg,
                  const struct engine_stats *st)
 {
+	/* lanes emit from their own threads: one event at a time reaches the sink */
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 	if (!o || !o->on_event)
 		return;
 	struct engine_event ev = {.kind = k, .path = path, .msg = msg, .stats = st};
+	pthread_mutex_lock(&lock);
 	o->on_event(o->event_ctx, &ev);
+	pthread_mutex_unlock(&lock);
 }
 
 void engine_opts_default(struct engine_opts *o)
@@ -59,6 +64,11 @@ void engine_opts_default(struct engine_opts *o)
 	o->quic_timeout_ms = ENGINE_QUIC_TIMEOUT_MS;
 	o->quic_idle_ms = ENGINE_QUIC_IDLE_MS;
 	o->ctl_timeout_ms = ENGINE_CTL_TIMEOUT_MS;
+}
+
+bool engine_pin(const struct sched_topo *t, unsigned n)
+{
+	return t && n >= sched_topo_ncores(t);
 }
 
 int engine_random(void *buf, size_t n)

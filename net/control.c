@@ -583,6 +583,28 @@ static int get_str(const struct pctx *p, int obj, const char *name, bool require
 	return 1;
 }
 
+/* Token i as a non-negative integer no larger than max. */
+static bool uint_token(const struct pctx *p, int i, uint64_t max, uint64_t *out)
+{
+	const char *s = tok_text(p, i);
+	size_t n = tok_len(p, i);
+	if (p->tok[i].type != JSMN_PRIMITIVE || n == 0 || n > 20)
+		return false;
+	uint64_t x = 0;
+	for (size_t k = 0; k < n; k++) {
+		if (!is_digit(s[k]))
+			return false;
+		unsigned d = (unsigned)(s[k] - '0');
+		if (x > (UINT64_MAX - d) / 10)
+			return false;
+		x = x * 10 + d;
+	}
+	if (x > max)
+		return false;
+	*out = x;
+	return true;
+}
+
 /* A non-negative integer no larger than max. */
 static int get_uint(const struct pctx *p, int obj, const char *name, bool required, uint64_t max,
                     uint64_t *out)
@@ -746,6 +768,7 @@ static int parse_quic_init(const struct pctx *p, struct net_ctl_quic_init *q)
 	if ((rc = get_str(p, 0, "connection_id", true, q->connection_id, sizeof(q->connection_id))) < 0 ||
 	    (rc = check_hex(p, "connection_id", q->connection_id)) < 0 ||
 	    (rc = get_u32(p, 0, "max_streams", true, &q->max_streams)) < 0 ||
+	    (rc = get_u32(p, 0, "connections", false, &q->connections)) < 0 ||
 	    (rc = get_str(p, 0, "cipher_suite", false, q->cipher_suite, sizeof(q->cipher_suite))) < 0)
 		return rc;
 	if ((rc = get_str(p, 0, "psk", true, b64, sizeof(b64))) < 0)
@@ -773,6 +796,24 @@ static int parse_quic_ready(struct pctx *p, struct net_ctl_quic_ready *q)
 	    (rc = get_u32(p, 0, "max_streams", true, &q->max_streams)) < 0 ||
 	    (rc = get_u64(p, 0, "initial_max_data", false, &q->initial_max_data)) < 0)
 		return rc;
+	int pv;
+	if ((rc = field(p, 0, "ports", false, &pv)) < 0)
+		return rc;
+	if (rc == 1) {
+		if (p->tok[pv].type != JSMN_ARRAY || p->tok[pv].size < 1)
+			return mistyped(p, "ports", "a non-empty array of UDP ports");
+		if (p->tok[pv].size > NET_CTL_MAX_CONNS)
+			return qs_err_set(p->err, -EPROTO, "%s: field \"ports\": more than %d entries",
+			                  p->tname, NET_CTL_MAX_CONNS);
+		int i = pv + 1;
+		for (int k = 0; k < p->tok[pv].size && i < p->ntok; k++) {
+			uint64_t x;
+			if (!uint_token(p, i, 65535, &x) || x == 0)
+				return mistyped(p, "ports", "an array of UDP ports (1..65535)");
+			q->ports[q->n_ports++] = (uint16_t)x;
+			i = skip(p->tok, p->ntok, i);
+		}
+	}
 	p->prefix = "udp_endpoint.";
 	if ((rc = get_str(p, ep, "ip", true, q->ip, sizeof(q->ip))) < 0 ||
 	    (rc = get_uint(p, ep, "port", true, 65535, &port)) < 0)
@@ -1159,6 +1200,8 @@ ssize_t net_ctl_emit(const struct net_ctl_msg *m, char *buf, size_t cap)
 		explicit_bzero(b64, sizeof(b64));
 		JW_STR_OPT(&w, "cipher_suite", q->cipher_suite);
 		jw_u64(&w, "max_streams", q->max_streams);
+		if (q->connections)
+			jw_u64(&w, "connections", q->connections);
 		break;
 	}
 	case NET_CTL_QUIC_READY: {
@@ -1172,6 +1215,16 @@ ssize_t net_ctl_emit(const struct net_ctl_msg *m, char *buf, size_t cap)
 		jw_u64(&w, "max_streams", q->max_streams);
 		if (q->initial_max_data)
 			jw_u64(&w, "initial_max_data", q->initial_max_data);
+		if (q->n_ports) {
+			jw_key(&w, "ports");
+			jw_raw(&w, "[", 1);
+			for (uint32_t i = 0; i < q->n_ports && i < NET_CTL_MAX_CONNS; i++) {
+				char num[8];
+				int k = snprintf(num, sizeof(num), "%s%u", i ? "," : "", q->ports[i]);
+				jw_raw(&w, num, (size_t)k);
+			}
+			jw_raw(&w, "]", 1);
+		}
 		break;
 	}
 	case NET_CTL_SYNC_START: {

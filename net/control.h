@@ -15,6 +15,7 @@
 #define NET_CTL_MAX_TOKENS    512         /* jsmn tokens per message */
 #define NET_CTL_MAX_STR       4096        /* longest string field (paths) */
 #define NET_CTL_MAX_CAPS      16          /* capabilities listed in hello */
+#define NET_CTL_MAX_CONNS     64          /* QUIC connections of one session (quic_ready.ports) */
 #define NET_CTL_PSK_LEN       32          /* session secret, bytes */
 #define NET_CTL_PROTO_VERSION "1.0"
 
@@ -60,6 +61,7 @@ struct net_ctl_quic_init {
 	uint8_t psk[NET_CTL_PSK_LEN];
 	char cipher_suite[48];
 	uint32_t max_streams;
+	uint32_t connections; /* optional (0 = absent: one): QUIC connections the client would like */
 };
 
 /* quic_ready, peer -> client. Required: connection_id, udp_endpoint {ip, port}, max_streams.
@@ -68,8 +70,11 @@ struct net_ctl_quic_ready {
 	char connection_id[33];
 	char ip[64];
 	uint16_t port;
-	uint32_t max_streams;
+	uint32_t max_streams; /* for all connections together */
 	uint64_t initial_max_data;
+	/* optional "ports": one UDP port per QUIC connection granted (absent: just udp_endpoint.port) */
+	uint16_t ports[NET_CTL_MAX_CONNS];
+	uint32_t n_ports;
 };
 
 /* sync_start, client -> peer. Required: destination (push) ; source optional (informational).

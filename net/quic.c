@@ -161,6 +161,18 @@ void net_quic_cfg_default(struct net_quic_cfg *c)
 	c->cc = NET_QUIC_CC_BBR2;
 }
 
+void net_quic_cfg_budget(struct net_quic_cfg *c, uint64_t bytes)
+{
+	/* half for what may be in flight (the window), the rest for buffers around it */
+	uint64_t w = bytes / 2;
+	if (w < (4u << 20))
+		w = 4u << 20;
+	if (w > (1ull << 30))
+		w = 1ull << 30;
+	c->max_data = w;
+	c->max_stream_data = w < (16u << 20) ? w : (16u << 20);
+}
+
 /* ---- chunks ---- */
 
 static struct chunk *chunk_get(struct net_quic *q)

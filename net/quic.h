@@ -41,6 +41,10 @@ struct net_quic_cfg {
  * BBRv2). */
 void net_quic_cfg_default(struct net_quic_cfg *c);
 
+/* Sizes the windows of one connection for a memory budget of bytes on each side: the connection
+ * window is half of it (at least 4 MiB, at most 1 GiB), a stream's window at most 16 MiB of that. */
+void net_quic_cfg_budget(struct net_quic_cfg *c, uint64_t bytes);
+
 struct net_quic;
 
 /* Peer role (QUIC server): binds a UDP socket on bind_ip (port *port, 0 = ephemeral; the bound port is

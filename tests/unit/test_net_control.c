@@ -133,6 +133,8 @@ static void test_round_trips(void)
 	snprintf(m->u.quic_init.cipher_suite, sizeof(m->u.quic_init.cipher_suite), "TLS_AES_128_GCM_SHA256");
 	m->u.quic_init.max_streams = UINT32_MAX;
 	ROUND_TRIP(m);
+	m->u.quic_init.connections = 8;
+	ROUND_TRIP(m);
 	CHECK_EQ(msg_b.u.quic_init.psk[31], (uint8_t)(31 * 37 + 250));
 
 	m = fresh(NET_CTL_QUIC_READY);
@@ -142,6 +144,15 @@ static void test_round_trips(void)
 	m->u.quic_ready.port = 4433;
 	m->u.quic_ready.max_streams = 256;
 	m->u.quic_ready.initial_max_data = UINT64_MAX;
+	ROUND_TRIP(m);
+	m->u.quic_ready.n_ports = 3;
+	m->u.quic_ready.ports[0] = 4433;
+	m->u.quic_ready.ports[1] = 1;
+	m->u.quic_ready.ports[2] = 65535;
+	ROUND_TRIP(m);
+	m->u.quic_ready.n_ports = NET_CTL_MAX_CONNS;
+	for (int i = 0; i < NET_CTL_MAX_CONNS; i++)
+		m->u.quic_ready.ports[i] = (uint16_t)(10000 + i);
 	ROUND_TRIP(m);
 
 	m = fresh(NET_CTL_SYNC_START);
@@ -581,6 +592,33 @@ static void test_mistyped_fields(void)
 	CHECK_EQ(msg_a.u.sync_start.preserve_owner, false);
 	CHECK_EQ(msg_a.u.sync_start.preserve_group, false);
 	CHECK_EQ(msg_a.u.sync_start.data_path, NET_CTL_PATH_QUIC); /* absent: QUIC, as before */
+
+	/* quic_ready ports */
+#define QR                                                                                                   \
+	"{\"type\":\"quic_ready\",\"connection_id\":\"ab\",\"udp_endpoint\":{\"ip\":\"::1\",\"port\":5},"    \
+	"\"max_streams\":1,"
+	EXPECT_PARSE(QR "\"ports\":[5,6]}", 0, NULL);
+	CHECK_EQ(msg_a.u.quic_ready.n_ports, 2);
+	CHECK_EQ(msg_a.u.quic_ready.ports[1], 6);
+	EXPECT_PARSE(QR "\"ports\":[]}", -EPROTO, "quic_ready: field \"ports\": expected a non-empty array");
+	EXPECT_PARSE(QR "\"ports\":5}", -EPROTO, "quic_ready: field \"ports\"");
+	EXPECT_PARSE(QR "\"ports\":[5,0]}", -EPROTO, "expected an array of UDP ports (1..65535)");
+	EXPECT_PARSE(QR "\"ports\":[65536]}", -EPROTO, "expected an array of UDP ports");
+	EXPECT_PARSE(QR "\"ports\":[\"5\"]}", -EPROTO, "expected an array of UDP ports");
+	EXPECT_PARSE(QR "\"ports\":[-1]}", -EPROTO, "expected an array of UDP ports");
+	{
+		char line[1024];
+		int n = snprintf(line, sizeof(line), QR "\"ports\":[");
+		for (int i = 0; i <= NET_CTL_MAX_CONNS; i++) /* one over the limit */
+			n += snprintf(line + n, sizeof(line) - (size_t)n, "%s%d", i ? "," : "", 1000 + i);
+		snprintf(line + n, sizeof(line) - (size_t)n, "]}");
+		EXPECT_PARSE(line, -EPROTO, "quic_ready: field \"ports\": more than 64 entries");
+	}
+#undef QR
+	EXPECT_PARSE("{\"type\":\"quic_init\",\"connection_id\":\"ab\",\"psk\":"
+	             "\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\","
+	             "\"max_streams\":1,\"connections\":\"2\"}",
+	             -EPROTO, "quic_init: field \"connections\": expected a non-negative integer");
 
 	/* data paths */
 	EXPECT_PARSE("{\"type\":\"sync_start\",\"destination\":\"d\",\"data_path\":\"ssh\"}", 0, NULL);

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The multi-connection engine through a real OpenSSH sshd: --workers 1 and --workers 2 each move the
+# sample tree identically over that many QUIC connections (the peer grants at most one per core of its
+# own); a tree far wider than --streams still completes; more workers than the peer has cores is
+# granted down, not refused. Also run under ThreadSanitizer (label sched), where any data race between
+# the lanes fails it.
+set -euo pipefail
+source "$QS_FIXTURES/sshd.sh"
+source "$QS_FIXTURES/tree.sh"
+
+fail=0
+check() { if "$@"; then echo "PASS: $*"; else echo "FAIL: $*"; fail=1; fi; }
+work=$(mktemp -d /tmp/qs-e2e-workers.XXXXXX)
+qs_cleanup_add "rm -rf '$work'"
+me=$(id -un)
+cores=$(nproc)
+field() { python3 -c 'import json,sys
+ev=[json.loads(l) for l in open(sys.argv[2]) if l.startswith("{")]
+print([e for e in ev if e.get("event")=="summary"][-1][sys.argv[1]])' "$1" "$2"; }
+# a sanitizer report from either side fails the case
+clean() { ! grep -q 'ThreadSanitizer\|AddressSanitizer\|runtime error' "$1"; }
+
+sshd_start
+make_sample_tree "$work/src" 600 24
+
+for w in 1 2; do
+	"$QSYNC_BIN" -a --json --workers "$w" -e "$QS_RSH" --remote-path "$QSYNC_BIN" "$work/src/" \
+		"$me@127.0.0.1:$work/dst$w/" >"$work/w$w.json" 2>"$work/w$w.err"
+	check tree_compare "$work/src" "$work/dst$w"
+	want=$((w < cores ? w : cores))
+	check test "$(field connections "$work/w$w.json")" = "$want"
+	check test "$(field files_failed "$work/w$w.json")" = 0
+	check clean "$work/w$w.err"
+done
+
+# far more entries than streams: each lane waits for its streams to close before it opens more
+"$QSYNC_BIN" -a --json --workers 2 --streams 4 -e "$QS_RSH" --remote-path "$QSYNC_BIN" "$work/src/" \
+	"$me@127.0.0.1:$work/narrow/" >"$work/narrow.json" 2>"$work/narrow.err"
+check tree_compare "$work/src" "$work/narrow"
+check test "$(field streams_max "$work/narrow.json")" -le 4
+check clean "$work/narrow.err"
+
+# more workers than the peer has cores: it grants what it can drive
+"$QSYNC_BIN" -a --json --workers $((cores + 3)) -e "$QS_RSH" --remote-path "$QSYNC_BIN" "$work/src/" \
+	"$me@127.0.0.1:$work/many/" >"$work/many.json" 2>"$work/many.err"
+check tree_compare "$work/src" "$work/many"
+check test "$(field connections "$work/many.json")" = "$cores"
+check clean "$work/many.err"
+check test -z "$(find "$work" -name '.*.qs.*' -print -quit)"
+exit $fail
