@@ -36,10 +36,12 @@ static void json_stats(FILE *f, const char *event, const struct engine_stats *st
 	json_str(f, st->data_path_reason);
 	fprintf(f,
 	        ",\"files_resent\":%llu,\"files_done_quic\":%llu,\"files_done_ssh\":%llu,"
-	        "\"files_sent_ssh\":%llu,\"quic_port\":%u,\"streams_max\":%u,\"connections\":%u}\n",
+	        "\"streams_total\":%llu,\"streams_done_quic\":%llu,\"streams_sent_ssh\":%llu,"
+	        "\"quic_port\":%u,\"streams_max\":%u,\"connections\":%u}\n",
 	        (unsigned long long)st->files_resent, (unsigned long long)st->files_done_quic,
-	        (unsigned long long)st->files_done_ssh, (unsigned long long)st->files_sent_ssh, st->quic_port,
-	        st->streams_max, st->connections);
+	        (unsigned long long)st->files_done_ssh, (unsigned long long)st->streams_total,
+	        (unsigned long long)st->streams_done_quic, (unsigned long long)st->streams_sent_ssh,
+	        st->quic_port, st->streams_max, st->connections);
 	fflush(f);
 }
 

@@ -85,10 +85,13 @@ struct engine_stats {
 	uint64_t bytes_sent;   /* content bytes handed to the data plane (live progress) */
 	uint64_t wire_bytes;   /* bytes handed to QUIC, framing included */
 	uint64_t files_resent; /* entries sent again after the data path changed under them */
-	uint64_t files_done_quic, files_done_ssh; /* confirmed over each data path */
-	uint64_t files_sent_ssh;                  /* streams opened on the SSH data path */
-	uint32_t streams_max;                     /* negotiated max_streams */
-	uint32_t connections; /* QUIC connections (and worker threads) carrying the data; 0 over SSH */
+	uint64_t files_done_quic, files_done_ssh; /* files confirmed over each data path */
+	/* streams: a file's, or one range's of a large file (each a stream of its own) */
+	uint64_t streams_total;     /* to send in all */
+	uint64_t streams_done_quic; /* confirmed over QUIC */
+	uint64_t streams_sent_ssh;  /* opened on the SSH data path */
+	uint32_t streams_max;       /* negotiated max_streams */
+	uint32_t connections;       /* QUIC connections (and worker threads) carrying the data; 0 over SSH */
 	uint32_t quic_port;
 	double seconds;
 	const char *data_path;      /* "quic" or "ssh" */

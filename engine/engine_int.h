@@ -59,6 +59,18 @@ void engine_emit(const struct engine_opts *o, enum engine_event_kind k, const ch
 
 /* ---- sender ---- */
 
+/* A file large enough to travel as several ranges (ENGINE_RANGE_BYTES each) on parallel streams: what
+ * its range entries share. The file is done when every range is confirmed, failed when one fails. */
+struct snd_big {
+	atomic_uint left;   /* ranges not yet confirmed; relaxed: the last decrement decides */
+	atomic_bool failed; /* one range failed: the file is reported once */
+	uint32_t first;     /* index of range 0's entry: the file_id of every range */
+	uint32_t count;
+};
+
+#define ENGINE_RANGE_BYTES (16ull << 20)            /* a range of a large file */
+#define ENGINE_RANGE_MIN   (2 * ENGINE_RANGE_BYTES) /* files larger than this travel in ranges */
+
 struct snd_entry {
 	char *rel;  /* path on the wire ("" for the root) */
 	char *abs;  /* where the walk found it (messages, readlink) */
@@ -67,6 +79,10 @@ struct snd_entry {
 	uint32_t src;   /* index into sender.roots */
 	uint32_t tail;  /* offset in rel of the path below the source's top ("" for the top itself) */
 	struct stat st; /* as the walk saw it; the file opened later must be this one (dev, ino) */
+	/* one range of a large file (big != NULL): the strings belong to range 0's entry */
+	struct snd_big *big;
+	uint64_t range_off, range_len;
+	uint32_t range_idx;
 };
 
 /* One source as given on the command line: its directory held open so that files are opened beneath
@@ -104,7 +120,7 @@ struct sender {
  * thread into the engine_stats it publishes. */
 struct snd_counters {
 	atomic_uint_fast64_t files_done, files_failed, bytes_done, bytes_sent, wire_bytes, files_resent;
-	atomic_uint_fast64_t files_done_quic, files_done_ssh, files_sent_ssh, in_flight;
+	atomic_uint_fast64_t files_done_quic, files_done_ssh, streams_done_quic, streams_sent_ssh, in_flight;
 };
 
 /* One data plane of the client and the streams it carries; driven by one thread. */
@@ -166,6 +182,25 @@ struct rcv_report {
 #define RCV_WBUF_BUDGET   (64u << 20)  /* all write buffers together */
 #define RCV_WBUF_FREE_MAX 64           /* idle big buffers kept for reuse */
 
+/* A large file arriving as ranges on parallel streams (maybe on several lanes): one file being written,
+ * shared by its range streams. In r->bigs under r->lock. */
+struct rcv_big {
+	struct rcv_big *next;
+	uint32_t file_id;
+	char path[NET_STREAM_MAX_PATH + 1];
+	uint64_t file_size;
+	uint32_t count, done; /* ranges in all, and written with a good hash */
+	uint8_t *started;     /* bitmap: a stream for the range is being received */
+	uint8_t *finished;    /* bitmap: the range is written and its hash checked */
+	struct io_wfile wf;   /* the file: positioned writes from any lane; committed by the last range */
+	bool open, failed, committed;
+	unsigned refs;           /* range streams holding it */
+	uint32_t mode, uid, gid; /* as the first range said: every range must say the same */
+	int64_t mtime_ns;
+};
+
+#define RCV_MAX_BIGS 64 /* large files arriving at once (a failed one stays, to refuse its ranges) */
+
 /* What the peer's lanes share: the destination, the options, directory bookkeeping, reports. */
 struct receiver {
 	int rootfd;
@@ -182,6 +217,9 @@ struct receiver {
 	size_t n_dirs, cap_dirs, dir_bytes;
 	struct rcv_report reports[RCV_MAX_REPORTS];
 	size_t n_reports, reports_dropped;
+	struct rcv_big *bigs; /* large files being received in ranges */
+	size_t n_bigs;
+	uint32_t single_big; /* single-file destination received in ranges: its file_id + 1 */
 	atomic_uint_fast64_t ok, failed, bytes; /* relaxed: counted by the lanes, read at the end */
 	size_t wbuf_budget;                     /* write buffers of one lane */
 	int verbose;

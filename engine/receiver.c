@@ -18,6 +18,8 @@
 struct rcv_job {
 	struct receiver *r;
 	struct rcv_lane *l;
+	struct rcv_big *big; /* a range of this large file (its file, not wf, is written) */
+	uint64_t base;       /* file offset of the stream's first content byte */
 	int64_t sid;
 	struct net_stream_dec dec;
 	struct io_wfile wf;
@@ -102,11 +104,17 @@ static void wbuf_give_back(struct rcv_job *j)
 	j->wcap = j->wlen = 0;
 }
 
+/* Where the stream's content goes: its own file, or the large file its range belongs to. */
+static struct io_wfile *out_file(struct rcv_job *j)
+{
+	return j->big ? &j->big->wf : &j->wf;
+}
+
 static int wbuf_flush(struct rcv_job *j)
 {
 	if (!j->wbuf || j->wlen == 0)
 		return 0;
-	int rc = io_wfile_pwrite(&j->wf, j->wbuf, j->wlen, j->woff);
+	int rc = io_wfile_pwrite(out_file(j), j->wbuf, j->wlen, j->base + j->woff);
 	j->woff += j->wlen;
 	j->wlen = 0;
 	return rc;
@@ -116,7 +124,7 @@ static int wbuf_flush(struct rcv_job *j)
 static int buffered_write(struct rcv_job *j, const uint8_t *p, size_t len, uint64_t off)
 {
 	if (!j->wbuf)
-		return io_wfile_pwrite(&j->wf, p, len, off);
+		return io_wfile_pwrite(out_file(j), p, len, j->base + off);
 	if (j->wlen > 0 && off != j->woff + j->wlen) {
 		int rc = wbuf_flush(j);
 		if (rc < 0)
@@ -141,6 +149,204 @@ static int buffered_write(struct rcv_job *j, const uint8_t *p, size_t len, uint6
 	return 0;
 }
 
+static void job_fail(struct rcv_job *j, uint8_t status, const char *msg);
+static const char *qp(const char *p, char *buf);
+
+/* ---- large files in ranges ---- */
+
+static bool bit(const uint8_t *b, uint32_t i)
+{
+	return b[i / 8] & (1u << (i % 8));
+}
+
+static void bit_set(uint8_t *b, uint32_t i, bool on)
+{
+	if (on)
+		b[i / 8] |= (uint8_t)(1u << (i % 8));
+	else
+		b[i / 8] &= (uint8_t) ~(1u << (i % 8));
+}
+
+static void big_free(struct rcv_big *b)
+{
+	if (b->open && !b->committed)
+		io_wfile_abort(&b->wf); /* unnamed: it vanishes; never under the final name */
+	free(b->started);
+	free(b->finished);
+	free(b);
+}
+
+/* Drops b from r's registry and frees it. Caller holds r->lock; nobody refers to b any more. */
+static void big_remove(struct receiver *r, struct rcv_big *b)
+{
+	for (struct rcv_big **pp = &r->bigs; *pp; pp = &(*pp)->next)
+		if (*pp == b) {
+			*pp = b->next;
+			r->n_bigs--;
+			break;
+		}
+	big_free(b);
+}
+
+/* A range stream lets go of its file. A committed file leaves the registry with its last stream; a
+ * failed one loses its data but stays, so that its other ranges are refused; one still waiting for
+ * ranges (some cut off with a data path that died) stays as it is. Caller holds r->lock. */
+static void big_put(struct receiver *r, struct rcv_big *b)
+{
+	if (b->refs > 0)
+		b->refs--;
+	if (b->refs > 0)
+		return;
+	if (b->committed) {
+		big_remove(r, b);
+	} else if (b->failed && b->open) {
+		io_wfile_abort(&b->wf);
+		b->open = false;
+	}
+}
+
+/* Marks j's file failed. Returns true when this is the first failure of the file (to be counted and
+ * reported), false when it had failed already. */
+static bool big_fail(struct rcv_job *j)
+{
+	struct receiver *r = j->r;
+	struct rcv_big *b = j->big;
+	pthread_mutex_lock(&r->lock);
+	bool first = !b->failed;
+	b->failed = true;
+	bit_set(b->started, j->dec.meta.range_idx, false);
+	pthread_mutex_unlock(&r->lock);
+	return first;
+}
+
+/* The first bytes of a range: its file found or made, the range claimed. Returns 0, or fails j (and
+ * returns -1) for a range that contradicts its file, comes twice, or belongs to a failed file. */
+static int big_begin(struct rcv_job *j, const struct io_meta *im)
+{
+	struct receiver *r = j->r;
+	const struct net_stream_meta *m = &j->dec.meta;
+	struct qs_err e = {0};
+	const char *why = NULL;
+	char msg[NET_STREAM_MAX_ACK_MSG];
+	struct rcv_big *b;
+
+	pthread_mutex_lock(&r->lock);
+	for (b = r->bigs; b; b = b->next)
+		if (b->file_id == m->file_id)
+			break;
+	if (!b) {
+		if (r->n_bigs >= RCV_MAX_BIGS) {
+			/* make room: a failed file no stream holds any more */
+			for (struct rcv_big *x = r->bigs; x; x = x->next)
+				if (x->failed && x->refs == 0) {
+					big_remove(r, x);
+					break;
+				}
+		}
+		size_t nb = ((size_t)m->range_count + 7) / 8;
+		b = r->n_bigs < RCV_MAX_BIGS ? calloc(1, sizeof(*b)) : NULL;
+		if (b) {
+			b->started = calloc(1, nb);
+			b->finished = calloc(1, nb);
+		}
+		if (!b || !b->started || !b->finished) {
+			if (b) {
+				free(b->started);
+				free(b->finished);
+				free(b);
+			}
+			pthread_mutex_unlock(&r->lock);
+			job_fail(j, NET_STREAM_EIO, "too many large files arriving at once");
+			return -1;
+		}
+		b->file_id = m->file_id;
+		snprintf(b->path, sizeof(b->path), "%s", j->path);
+		b->file_size = m->file_size;
+		b->count = m->range_count;
+		b->mode = m->mode;
+		b->uid = m->uid;
+		b->gid = m->gid;
+		b->mtime_ns = m->mtime_ns;
+		if (io_wfile_open(r->rootfd, j->path, im->mode, 0, &b->wf, &e) < 0) {
+			big_free(b);
+			pthread_mutex_unlock(&r->lock);
+			snprintf(msg, sizeof(msg), "%s", e.msg);
+			job_fail(j, NET_STREAM_EIO, msg);
+			return -1;
+		}
+		b->open = true;
+		b->next = r->bigs;
+		r->bigs = b;
+		r->n_bigs++;
+	} else if (strcmp(b->path, j->path) != 0 || b->file_size != m->file_size ||
+	           b->count != m->range_count || b->mode != m->mode || b->uid != m->uid || b->gid != m->gid ||
+	           b->mtime_ns != m->mtime_ns) {
+		why = "ranges of one file disagree about it";
+	} else if (b->committed) {
+		why = "range of a file already complete";
+	} else if (bit(b->started, m->range_idx) || bit(b->finished, m->range_idx)) {
+		why = "range sent twice";
+	}
+	if (!why && b->failed)
+		why = "another range of this file failed";
+	if (why) {
+		pthread_mutex_unlock(&r->lock);
+		job_fail(j, NET_STREAM_EPROTO, why); /* j->big is not set: the file itself is not failed */
+		return -1;
+	}
+	bit_set(b->started, m->range_idx, true);
+	b->refs++;
+	j->big = b;
+	j->base = m->range_off;
+	pthread_mutex_unlock(&r->lock);
+	return 0;
+}
+
+/* A range arrived whole with a good hash: recorded; the last one puts the file in place. */
+static void big_end(struct rcv_job *j, struct io_meta *im)
+{
+	struct receiver *r = j->r;
+	struct rcv_big *b = j->big;
+	char msg[NET_STREAM_MAX_ACK_MSG], qb[IO_QUOTE_MAX];
+	struct qs_err e = {0};
+	int rc = wbuf_flush(j);
+	wbuf_give_back(j);
+	if (rc < 0) {
+		snprintf(msg, sizeof(msg), "write to \"%s\" failed: %s", qp(j->path, qb), strerror(-rc));
+		job_fail(j, NET_STREAM_EIO, msg);
+		return;
+	}
+	pthread_mutex_lock(&r->lock);
+	uint32_t idx = j->dec.meta.range_idx;
+	bit_set(b->started, idx, false);
+	bit_set(b->finished, idx, true);
+	b->done++;
+	bool last = b->done == b->count && !b->failed;
+	if (last) {
+		/* every range is in, each with its own good hash, and by the layout they tile the file */
+		im->keep_mode = !r->perms;
+		rc = io_wfile_commit(&b->wf, im, r->do_fsync, &e);
+		b->committed = true;
+		b->open = false;
+		if (rc < 0)
+			b->failed = true;
+	}
+	pthread_mutex_unlock(&r->lock);
+	if (last && rc < 0) {
+		snprintf(msg, sizeof(msg), "cannot finish \"%s\": %s", qp(j->path, qb), e.msg);
+		job_fail(j, NET_STREAM_EIO, msg);
+		return;
+	}
+	j->finished = true;
+	if (last) {
+		atomic_fetch_add_explicit(&r->ok, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&r->bytes, b->file_size, memory_order_relaxed);
+		if (r->verbose > 1)
+			fprintf(stderr, "qsync: receiver: %s\n", qp(j->path, qb));
+	}
+	queue_ack(j, NET_STREAM_OK, NULL);
+}
+
 /* Marks the entry failed: tells the sender (ack), the client (control channel) and the log (stderr). */
 static void job_fail(struct rcv_job *j, uint8_t status, const char *msg)
 {
@@ -154,6 +360,10 @@ static void job_fail(struct rcv_job *j, uint8_t status, const char *msg)
 		j->wf_open = false;
 	}
 	wbuf_give_back(j);
+	if (j->big && !big_fail(j)) {
+		queue_ack(j, status, msg); /* the file had failed already: reported then */
+		return;
+	}
 	atomic_fetch_add_explicit(&r->failed, 1, memory_order_relaxed);
 	fprintf(stderr, "qsync: receiver: %s\n", msg);
 	pthread_mutex_lock(&r->lock);
@@ -240,6 +450,11 @@ static void on_meta(struct rcv_job *j)
 		 * directory (it is the user's, not the transfer's). */
 		pthread_mutex_lock(&r->lock);
 		bool refuse = (m->flags & (NET_STREAM_F_DIR | NET_STREAM_F_ROOT)) || r->single_used;
+		/* the ranges of that one file are that one file too */
+		if (refuse && (m->flags & NET_STREAM_F_RANGE) && r->single_big == m->file_id + 1u)
+			refuse = false;
+		if (!r->single_used && (m->flags & NET_STREAM_F_RANGE))
+			r->single_big = m->file_id + 1u;
 		r->single_used = true;
 		pthread_mutex_unlock(&r->lock);
 		if (refuse) {
@@ -300,6 +515,11 @@ static void on_meta(struct rcv_job *j)
 		return;
 	}
 	struct io_meta im = meta_for(r, m->mode, m->mtime_ns, m->uid, m->gid);
+	if (m->flags & NET_STREAM_F_RANGE) {
+		if (big_begin(j, &im) == 0)
+			wbuf_take(j, m->size);
+		return;
+	}
 	if (io_wfile_open_dc(j->l->dc, j->path, im.mode, 0, &j->wf, &e) < 0) {
 		snprintf(msg, sizeof(msg), "%s", e.msg);
 		job_fail(j, NET_STREAM_EIO, msg);
@@ -363,6 +583,9 @@ static void commit(struct rcv_job *j)
 			job_fail(j, NET_STREAM_EIO, msg);
 			return;
 		}
+	} else if (j->big) {
+		big_end(j, &im);
+		return;
 	} else if (!(m->flags & NET_STREAM_F_DIR)) {
 		/* without -p, a file that is replaced keeps the permissions it had (rsync does the same) */
 		im.keep_mode = !r->perms;
@@ -483,15 +706,29 @@ static void rcv_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 	if (!j->finished) {
 		/* The sender gave up on it (reset), or the connection died: nothing reaches the final name.
 		 * A stream cut off with its data path (NET_DP_GONE) is not a failure of its own: the sender
-		 * sends it again on the next data path, or the session fails as a whole. */
+		 * sends it again on the next data path, or the session fails as a whole. A range cut off so
+		 * may come again: its file waits for it. */
 		if (j->wf_open)
 			io_wfile_abort(&j->wf);
 		wbuf_give_back(j);
-		if (app_error != NET_DP_GONE)
+		bool count = app_error != NET_DP_GONE;
+		if (j->big && app_error == NET_DP_GONE) {
+			pthread_mutex_lock(&r->lock);
+			bit_set(j->big->started, j->dec.meta.range_idx, false);
+			pthread_mutex_unlock(&r->lock);
+		} else if (j->big) {
+			count = big_fail(j);
+		}
+		if (count)
 			atomic_fetch_add_explicit(&r->failed, 1, memory_order_relaxed);
 		if (r->verbose)
 			fprintf(stderr, "qsync: receiver: \"%s\" abandoned by the sender (code %llu)\n",
 			        j->meta_seen ? j->dec.meta.path : "?", (unsigned long long)app_error);
+	}
+	if (j->big) {
+		pthread_mutex_lock(&r->lock);
+		big_put(r, j->big);
+		pthread_mutex_unlock(&r->lock);
 	}
 	XXH3_freeState(j->hash);
 	free(j);
@@ -574,6 +811,18 @@ static int depth_cmp(const void *a, const void *b)
 int receiver_finish(struct receiver *r, struct qs_err *err)
 {
 	int first = 0;
+	/* a large file some of whose ranges never came: it fails (the final name is left as it was) */
+	pthread_mutex_lock(&r->lock);
+	for (struct rcv_big *b = r->bigs; b; b = b->next) {
+		if (b->committed || b->failed)
+			continue;
+		char qb[IO_QUOTE_MAX];
+		fprintf(stderr, "qsync: receiver: \"%s\": only %u of its %u ranges arrived; not written\n",
+		        qp(b->path, qb), b->done, b->count);
+		b->failed = true;
+		atomic_fetch_add_explicit(&r->failed, 1, memory_order_relaxed);
+	}
+	pthread_mutex_unlock(&r->lock);
 	if (r->n_dirs > 1)
 		qsort(r->dirs, r->n_dirs, sizeof(*r->dirs), depth_cmp);
 	for (size_t i = 0; i < r->n_dirs; i++) {
@@ -659,6 +908,12 @@ void receiver_free(struct receiver *r)
 	}
 	r->n_reports = 0;
 	r->n_dirs = r->cap_dirs = 0;
+	while (r->bigs) { /* never completed: dropped, the final names untouched */
+		struct rcv_big *b = r->bigs;
+		r->bigs = b->next;
+		big_free(b);
+	}
+	r->n_bigs = 0;
 	if (r->rootfd >= 0) {
 		close(r->rootfd);
 		pthread_mutex_destroy(&r->lock);

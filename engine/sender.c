@@ -35,6 +35,44 @@ struct snd_job {
 	char msg[NET_STREAM_MAX_ACK_MSG + 1]; /* why it failed: ours, or the receiver's */
 };
 
+/* The entry just added is a large file: it becomes range 0, and its other ranges follow it. */
+static int split_ranges(struct sender *s)
+{
+	size_t first = s->n - 1;
+	uint64_t size = (uint64_t)s->ents[first].st.st_size;
+	uint64_t count = (size + ENGINE_RANGE_BYTES - 1) / ENGINE_RANGE_BYTES;
+	uint64_t unit = (size + count - 1) / count; /* the protocol's layout (net/stream.h) */
+	if (count > NET_STREAM_MAX_RANGES || first > UINT32_MAX)
+		return 0; /* (a file over 16 TiB) whole, on one stream */
+	struct snd_big *b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	if (s->n + count - 1 > s->cap) {
+		struct snd_entry *ne = realloc(s->ents, (s->n + count - 1) * sizeof(*ne));
+		if (!ne) {
+			free(b);
+			return -ENOMEM;
+		}
+		s->ents = ne;
+		s->cap = s->n + count - 1;
+	}
+	atomic_init(&b->left, (unsigned)count);
+	atomic_init(&b->failed, false);
+	b->first = (uint32_t)first;
+	b->count = (uint32_t)count;
+	for (uint64_t i = 0; i < count; i++) {
+		struct snd_entry *e = &s->ents[first + i];
+		if (i > 0)
+			*e = s->ents[first]; /* the same file: its strings stay range 0's */
+		e->big = b;
+		e->range_idx = (uint32_t)i;
+		e->range_off = i * unit;
+		e->range_len = size - e->range_off < unit ? size - e->range_off : unit;
+	}
+	s->n += count - 1;
+	return 0;
+}
+
 static int add_entry(struct sender *s, const char *rel, size_t tail, const char *abs, const struct stat *st,
                      uint32_t flags)
 {
@@ -77,6 +115,8 @@ static int add_entry(struct sender *s, const char *rel, size_t tail, const char 
 		e->st.st_size = n;
 	}
 	s->n++;
+	if (S_ISREG(st->st_mode) && (uint64_t)st->st_size > ENGINE_RANGE_MIN)
+		return split_ranges(s);
 	return 0;
 }
 
@@ -270,6 +310,14 @@ int sender_plan(struct sender *s, const struct engine_opts *o, struct qs_err *er
 	return 0;
 }
 
+/* Content bytes an entry's stream carries. */
+static uint64_t entry_size(const struct snd_entry *e)
+{
+	if (e->flags & NET_STREAM_F_DIR)
+		return 0;
+	return e->big ? e->range_len : (uint64_t)e->st.st_size;
+}
+
 static void job_free(struct snd_job *j)
 {
 	if (!j)
@@ -308,7 +356,15 @@ static int job_new(struct snd_lane *l, size_t idx, struct snd_job **out, struct 
 	m->flags = e->flags;
 	m->path_len = (uint32_t)strlen(e->rel);
 	memcpy(m->path, e->rel, m->path_len + 1);
-	m->size = (e->flags & NET_STREAM_F_DIR) ? 0 : (uint64_t)e->st.st_size;
+	m->size = entry_size(e);
+	if (e->big) {
+		m->file_id = e->big->first;
+		m->flags |= NET_STREAM_F_RANGE;
+		m->range_off = e->range_off;
+		m->file_size = (uint64_t)e->st.st_size;
+		m->range_idx = e->range_idx;
+		m->range_count = e->big->count;
+	}
 	m->mtime_ns = (int64_t)e->st.st_mtim.tv_sec * 1000000000LL + e->st.st_mtim.tv_nsec;
 	m->mode = e->st.st_mode;
 	m->uid = e->st.st_uid;
@@ -426,7 +482,7 @@ int sender_pump(struct snd_lane *l, struct qs_err *err)
 		l->streams_opened++;
 		add(&l->c.in_flight, 1);
 		if (on_ssh(l))
-			add(&l->c.files_sent_ssh, 1);
+			add(&l->c.streams_sent_ssh, 1);
 	}
 	return 0;
 }
@@ -447,7 +503,9 @@ void sender_stats(struct snd_lane *const *lanes, size_t n, const struct sender *
 	st->files_discovered = s->files_discovered;
 	st->bytes_total = s->bytes_total;
 	st->files_done = st->files_failed = st->bytes_done = st->bytes_sent = st->wire_bytes = 0;
-	st->files_resent = st->files_done_quic = st->files_done_ssh = st->files_sent_ssh = 0;
+	st->files_resent = st->files_done_quic = st->files_done_ssh = 0;
+	st->streams_total = s->n;
+	st->streams_done_quic = st->streams_sent_ssh = 0;
 	st->files_in_flight = 0;
 	for (size_t i = 0; i < n; i++) {
 		const struct snd_counters *c = &lanes[i]->c;
@@ -459,7 +517,8 @@ void sender_stats(struct snd_lane *const *lanes, size_t n, const struct sender *
 		st->files_resent += get(&c->files_resent);
 		st->files_done_quic += get(&c->files_done_quic);
 		st->files_done_ssh += get(&c->files_done_ssh);
-		st->files_sent_ssh += get(&c->files_sent_ssh);
+		st->streams_done_quic += get(&c->streams_done_quic);
+		st->streams_sent_ssh += get(&c->streams_sent_ssh);
 		st->files_in_flight += get(&c->in_flight);
 	}
 }
@@ -467,9 +526,13 @@ void sender_stats(struct snd_lane *const *lanes, size_t n, const struct sender *
 void sender_free(struct sender *s)
 {
 	for (size_t i = 0; i < s->n; i++) {
-		free(s->ents[i].rel);
-		free(s->ents[i].abs);
-		free(s->ents[i].link);
+		struct snd_entry *e = &s->ents[i];
+		if (e->big && e->range_idx > 0)
+			continue; /* range 0 owns the strings and the snd_big */
+		free(e->rel);
+		free(e->abs);
+		free(e->link);
+		free(e->big);
 	}
 	free(s->ents);
 	s->ents = NULL;
@@ -502,7 +565,7 @@ static ssize_t snd_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t
 {
 	struct snd_job *j = user;
 	const struct snd_entry *e = &j->l->s->ents[j->idx];
-	uint64_t size = (e->flags & NET_STREAM_F_DIR) ? 0 : (uint64_t)e->st.st_size;
+	uint64_t size = entry_size(e);
 	size_t n = 0;
 
 	*fin = 0;
@@ -547,7 +610,7 @@ static ssize_t snd_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t
 					if (size > (1u << 20)) /* small files: one read, no advice needed */
 						posix_fadvise(j->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 				}
-				ssize_t r = pread(j->fd, buf + n, k, (off_t)j->data_off);
+				ssize_t r = pread(j->fd, buf + n, k, (off_t)(e->range_off + j->data_off));
 				if (r < 0 && errno == EINTR)
 					continue;
 				if (r < 0)
@@ -633,11 +696,20 @@ static void snd_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 		 * whatever part of it had arrived) */
 		atomic_fetch_sub_explicit(&l->c.bytes_sent, j->data_off, memory_order_relaxed);
 	} else if (confirmed) {
-		add(&l->c.files_done, 1);
-		add(on_ssh(l) ? &l->c.files_done_ssh : &l->c.files_done_quic, 1);
-		if (!(e->flags & NET_STREAM_F_DIR))
-			add(&l->c.bytes_done, (uint64_t)e->st.st_size);
-		engine_emit(s->o, ENGINE_EV_FILE_DONE, name, NULL, NULL);
+		add(&l->c.bytes_done, entry_size(e));
+		if (!on_ssh(l))
+			add(&l->c.streams_done_quic, 1);
+		/* a range counts the file once, when it is the last range confirmed of a file not failed */
+		bool whole =
+		    !e->big || (atomic_fetch_sub_explicit(&e->big->left, 1, memory_order_acq_rel) == 1 &&
+		                !atomic_load_explicit(&e->big->failed, memory_order_acquire));
+		if (whole) {
+			add(&l->c.files_done, 1);
+			add(on_ssh(l) ? &l->c.files_done_ssh : &l->c.files_done_quic, 1);
+			engine_emit(s->o, ENGINE_EV_FILE_DONE, name, NULL, NULL);
+		}
+	} else if (e->big && atomic_exchange_explicit(&e->big->failed, true, memory_order_acq_rel)) {
+		/* another range of this file failed first: the file is reported once */
 	} else {
 		char m[NET_STREAM_MAX_ACK_MSG + 64];
 		if (j->msg[0])

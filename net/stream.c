@@ -278,6 +278,45 @@ static int check_flags_size(uint32_t flags, uint64_t size, const char **why)
 		*why = "symlink target size outside 1..4096";
 		return -EPROTO;
 	}
+	if ((flags & NET_STREAM_F_RANGE) &&
+	    (flags & (NET_STREAM_F_DIR | NET_STREAM_F_SYMLINK | NET_STREAM_F_ROOT))) {
+		*why = "RANGE on something that is not a regular file";
+		return -EPROTO;
+	}
+	if ((flags & NET_STREAM_F_RANGE) && size == 0) {
+		*why = "empty range";
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/* The range fields against each other: a range inside its file, an index inside its count. */
+static int check_range(const struct net_stream_meta *m, const char **why)
+{
+	if (!(m->flags & NET_STREAM_F_RANGE))
+		return 0;
+	if (m->range_count < 2 || m->range_count > NET_STREAM_MAX_RANGES) {
+		*why = "range count outside 2..1048576";
+		return -EPROTO;
+	}
+	if (m->range_idx >= m->range_count) {
+		*why = "range index not below the range count";
+		return -EPROTO;
+	}
+	if (m->range_off > m->file_size || m->size > m->file_size - m->range_off) {
+		*why = "range reaches past the end of its file";
+		return -EPROTO;
+	}
+	/* The one layout: range i is [i*L, min((i+1)*L, file_size)) with L = ceil(file_size / count), and
+	 * every range non-empty. So distinct indexes never overlap, and all of them tile the file. */
+	uint64_t unit = m->file_size / m->range_count + (m->file_size % m->range_count != 0);
+	uint64_t start, last;
+	if (__builtin_mul_overflow((uint64_t)m->range_idx, unit, &start) ||
+	    __builtin_mul_overflow((uint64_t)(m->range_count - 1), unit, &last) || last >= m->file_size ||
+	    m->range_off != start || m->size != (m->file_size - start < unit ? m->file_size - start : unit)) {
+		*why = "range is not where the file's layout puts it";
+		return -EPROTO;
+	}
 	return 0;
 }
 
@@ -306,7 +345,8 @@ ssize_t net_stream_meta_encode(const struct net_stream_meta *m, uint8_t *buf, si
 	if (memchr(m->path, '\0', m->path_len))
 		return -EINVAL;
 	/* never produce what the decoder rejects */
-	if (check_flags_path(m->flags, m->path_len, &why) || check_flags_size(m->flags, m->size, &why))
+	if (check_flags_path(m->flags, m->path_len, &why) || check_flags_size(m->flags, m->size, &why) ||
+	    check_range(m, &why))
 		return -EINVAL;
 
 	put_u32(&w, m->file_id);
@@ -318,6 +358,12 @@ ssize_t net_stream_meta_encode(const struct net_stream_meta *m, uint8_t *buf, si
 	put_u32(&w, m->mode);
 	put_u32(&w, m->uid);
 	put_u32(&w, m->gid);
+	if (m->flags & NET_STREAM_F_RANGE) {
+		put_u64(&w, m->range_off);
+		put_u64(&w, m->file_size);
+		put_u32(&w, m->range_idx);
+		put_u32(&w, m->range_count);
+	}
 	if (w.overflow)
 		return -ENOSPC;
 	return (ssize_t)w.len;
@@ -397,7 +443,8 @@ static int meta_need(struct net_stream_dec *d, size_t *need, bool *complete, str
 	rc = check_flags_path(flags, path_len, &why);
 	if (rc)
 		return dec_fail(d, err, rc, why);
-	*need = HDR_LEN + varint_len(d->buf[HDR_LEN]) + (size_t)path_len + META_FIXED_LEN;
+	*need = HDR_LEN + varint_len(d->buf[HDR_LEN]) + (size_t)path_len + META_FIXED_LEN +
+	        ((flags & NET_STREAM_F_RANGE) ? NET_STREAM_RANGE_LEN : 0);
 	*complete = true;
 	return 0;
 }
@@ -415,8 +462,13 @@ static int meta_parse(struct net_stream_dec *d, struct qs_err *err)
 	if (!get_u32(&r, &m->file_id) || !get_u32(&r, &m->flags) || !get_varint(&r, &path_len) ||
 	    path_len > NET_STREAM_MAX_PATH || !get_bytes(&r, (size_t)path_len, &path) ||
 	    !get_u64(&r, &m->size) || !get_u64(&r, &mtime) || !get_u32(&r, &m->mode) ||
-	    !get_u32(&r, &m->uid) || !get_u32(&r, &m->gid) || r.len != 0)
+	    !get_u32(&r, &m->uid) || !get_u32(&r, &m->gid))
 		return dec_fail(d, err, -EPROTO, "metadata does not parse"); /* meta_need guards this */
+	if ((m->flags & NET_STREAM_F_RANGE) && (!get_u64(&r, &m->range_off) || !get_u64(&r, &m->file_size) ||
+	                                        !get_u32(&r, &m->range_idx) || !get_u32(&r, &m->range_count)))
+		return dec_fail(d, err, -EPROTO, "range fields do not parse");
+	if (r.len != 0)
+		return dec_fail(d, err, -EPROTO, "metadata does not parse");
 	m->path_len = (uint32_t)path_len;
 	memcpy(m->path, path, m->path_len);
 	m->path[m->path_len] = '\0';
@@ -424,6 +476,8 @@ static int meta_parse(struct net_stream_dec *d, struct qs_err *err)
 	if (memchr(m->path, '\0', m->path_len))
 		return dec_fail(d, err, -EINVAL, "NUL byte inside the path");
 	rc = check_flags_size(m->flags, m->size, &why);
+	if (rc == 0)
+		rc = check_range(m, &why);
 	if (rc)
 		return dec_fail(d, err, rc, why);
 	return 0;

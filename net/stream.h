@@ -14,7 +14,9 @@
 #include "common/err.h"
 
 #define NET_STREAM_MAX_PATH    4096 /* bytes in a path, NUL excluded */
-#define NET_STREAM_MAX_META    (8 + 8 + NET_STREAM_MAX_PATH + 8 + 8 + 4 + 4 + 4)
+#define NET_STREAM_MAX_META    (8 + 8 + NET_STREAM_MAX_PATH + 8 + 8 + 4 + 4 + 4 + NET_STREAM_RANGE_LEN)
+#define NET_STREAM_RANGE_LEN   (8 + 8 + 4 + 4) /* what RANGE adds to the metadata */
+#define NET_STREAM_MAX_RANGES  (1u << 20)      /* ranges of one file */
 #define NET_STREAM_TRAILER_LEN 8
 #define NET_STREAM_MAX_ACK_MSG 1024
 #define NET_STREAM_MAX_ACK     (1 + 8 + NET_STREAM_MAX_ACK_MSG)
@@ -23,7 +25,8 @@
 #define NET_STREAM_F_DIR     (1u << 0) /* a directory: size 0, no data */
 #define NET_STREAM_F_SYMLINK (1u << 1) /* a symlink: data is the target */
 #define NET_STREAM_F_ROOT    (1u << 2) /* applies to the destination root itself: path is empty */
-#define NET_STREAM_F_KNOWN   (NET_STREAM_F_DIR | NET_STREAM_F_SYMLINK | NET_STREAM_F_ROOT)
+#define NET_STREAM_F_RANGE   (1u << 3) /* one byte range of a regular file (the range fields follow) */
+#define NET_STREAM_F_KNOWN   (NET_STREAM_F_DIR | NET_STREAM_F_SYMLINK | NET_STREAM_F_ROOT | NET_STREAM_F_RANGE)
 
 /* ack status */
 enum net_stream_status {
@@ -45,6 +48,14 @@ struct net_stream_meta {
 	uint32_t mode;    /* st_mode bits, type bits included */
 	uint32_t uid;
 	uint32_t gid;
+	/* RANGE only: size is the range's length; the data is bytes [range_off, range_off + size) of a
+	 * file of file_size bytes, range range_idx of range_count (2..NET_STREAM_MAX_RANGES). The layout is
+	 * fixed: with L = ceil(file_size / range_count), range i is [i*L, min((i+1)*L, file_size)), and
+	 * every range is non-empty; anything else is refused. */
+	uint64_t range_off;
+	uint64_t file_size;
+	uint32_t range_idx;
+	uint32_t range_count;
 };
 
 /* Encodes header + metadata into buf. Returns the length, -ENAMETOOLONG, -EINVAL (NUL in path or

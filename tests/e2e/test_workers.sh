@@ -46,5 +46,24 @@ check clean "$work/narrow.err"
 check tree_compare "$work/src" "$work/many"
 check test "$(field connections "$work/many.json")" = "$cores"
 check clean "$work/many.err"
+# a file of several ranges (70 MiB: 5 ranges of 14 MiB) with others around it, over two connections,
+# over the SSH path (all ranges on one lane), and as a single file under a new name
+mkdir -p "$work/big/sub"
+head -c $((70 * 1024 * 1024)) /dev/urandom >"$work/big/sub/r.bin"
+printf 'small\n' >"$work/big/small"
+"$QSYNC_BIN" -a --json --workers 2 -e "$QS_RSH" --remote-path "$QSYNC_BIN" "$work/big/" \
+	"$me@127.0.0.1:$work/big2/" >"$work/big2.json" 2>"$work/big2.err"
+check tree_compare "$work/big" "$work/big2"
+check test "$(field streams_total "$work/big2.json")" = 8 # 2 dirs, 1 small file, 5 ranges
+check test "$(field files_done "$work/big2.json")" = 4
+check clean "$work/big2.err"
+"$QSYNC_BIN" -a --json --no-quic -e "$QS_RSH" --remote-path "$QSYNC_BIN" "$work/big/" \
+	"$me@127.0.0.1:$work/bigssh/" >"$work/bigssh.json" 2>"$work/bigssh.err"
+check tree_compare "$work/big" "$work/bigssh"
+check clean "$work/bigssh.err"
+"$QSYNC_BIN" -a -q --workers 2 -e "$QS_RSH" --remote-path "$QSYNC_BIN" "$work/big/sub/r.bin" \
+	"$me@127.0.0.1:$work/renamed.bin"
+check cmp "$work/big/sub/r.bin" "$work/renamed.bin"
+check test "$(stat -c %y "$work/big/sub/r.bin")" = "$(stat -c %y "$work/renamed.bin")"
 check test -z "$(find "$work" -name '.*.qs.*' -print -quit)"
 exit $fail

@@ -6,7 +6,9 @@
  *   qs_probe -e RSH [user@]host REMOTE_QSYNC send DEST CASE...
  *       CASE is KIND:PATH, KIND one of ok (a good file), hash (wrong trailer), trunc (FIN inside the
  *       data), extra (bytes after the trailer), lie (size says 1 MiB, stream carries 10 bytes),
- *       dir (a directory entry, mode 07777, owner 1234:1234), root (the root entry; PATH empty)
+ *       dir (a directory entry, mode 07777, owner 1234:1234), root (the root entry; PATH empty);
+ *       ranges of a 30-byte file PATH in 3 ranges of 10 bytes (all ranges of one PATH share a file_id):
+ *       r0 r1 r2 (a good range), rh0.. (a wrong hash), rm0.. (another mode than the other ranges)
  *   qs_probe ... send1 DEST CASE...    the same, with sync_start asking for a single-file destination
  * Prints one line per case: "case KIND PATH status=N msg=..." and, at the end, "ack_complete ok=N
  * failed=N" and "exit-status N" (the server's). Exit 0 when the conversation ran to its end. */
@@ -82,6 +84,22 @@ static bool m_is_dir(const struct pcase *c)
 }
 
 /* Builds the bytes of one hostile (or good) stream. */
+/* "r1", "rh2", "rm0": a range case; *idx its index, *bad_hash and *bad_mode what is wrong with it. */
+static bool range_kind(const char *k, uint32_t *idx, bool *bad_hash, bool *bad_mode)
+{
+	if (k[0] != 'r' || strcmp(k, "root") == 0)
+		return false;
+	k++;
+	*bad_hash = *k == 'h';
+	*bad_mode = *k == 'm';
+	if (*bad_hash || *bad_mode)
+		k++;
+	if (k[0] < '0' || k[0] > '2' || k[1])
+		return false;
+	*idx = (uint32_t)(k[0] - '0');
+	return true;
+}
+
 static int build_case(struct pcase *c, uint32_t id)
 {
 	static const char content[] = "0123456789";
@@ -89,6 +107,20 @@ static int build_case(struct pcase *c, uint32_t id)
 	if (!m)
 		return -ENOMEM;
 	m->file_id = id;
+	uint32_t ridx = 0;
+	bool rhash = false, rmode = false;
+	bool range = range_kind(c->kind, &ridx, &rhash, &rmode);
+	if (range) {
+		uint32_t h = 2166136261u; /* the same file_id for every range of one path */
+		for (const char *p = c->path; *p; p++)
+			h = (h ^ (uint8_t)*p) * 16777619u;
+		m->file_id = 0x40000000u | (h & 0x3fffffffu);
+		m->flags = NET_STREAM_F_RANGE;
+		m->file_size = 30;
+		m->range_count = 3;
+		m->range_idx = ridx;
+		m->range_off = 10u * ridx;
+	}
 	m->path_len = (uint32_t)strlen(c->path);
 	if (m->path_len > NET_STREAM_MAX_PATH) {
 		free(m);
@@ -96,7 +128,7 @@ static int build_case(struct pcase *c, uint32_t id)
 	}
 	memcpy(m->path, c->path, m->path_len + 1);
 	m->size = strcmp(c->kind, "lie") == 0 ? 1u << 20 : 10;
-	m->mode = 0100644;
+	m->mode = range && rmode ? 0100600 : 0100644;
 	if (strcmp(c->kind, "dir") == 0 || strcmp(c->kind, "root") == 0) {
 		m->flags = NET_STREAM_F_DIR | (c->kind[0] == 'r' ? NET_STREAM_F_ROOT : 0);
 		m->size = 0;
@@ -120,7 +152,7 @@ static int build_case(struct pcase *c, uint32_t id)
 	if (strcmp(c->kind, "trunc") == 0)
 		return 0;
 	uint64_t h = XXH3_64bits(content, 10);
-	if (strcmp(c->kind, "hash") == 0)
+	if (strcmp(c->kind, "hash") == 0 || (range && rhash))
 		h ^= 1;
 	net_stream_trailer_encode(h, c->out + c->out_len);
 	c->out_len += NET_STREAM_TRAILER_LEN;

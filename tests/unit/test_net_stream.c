@@ -173,7 +173,9 @@ static bool meta_equal(const struct net_stream_meta *a, const struct net_stream_
 {
 	return a->file_id == b->file_id && a->flags == b->flags && a->path_len == b->path_len &&
 	       memcmp(a->path, b->path, a->path_len + 1) == 0 && a->size == b->size &&
-	       a->mtime_ns == b->mtime_ns && a->mode == b->mode && a->uid == b->uid && a->gid == b->gid;
+	       a->mtime_ns == b->mtime_ns && a->mode == b->mode && a->uid == b->uid && a->gid == b->gid &&
+	       a->range_off == b->range_off && a->file_size == b->file_size && a->range_idx == b->range_idx &&
+	       a->range_count == b->range_count;
 }
 
 /* Header (file_id, flags) followed by the raw varint bytes given. */
@@ -380,6 +382,49 @@ static void test_meta_roundtrip(void)
 	/* one more byte: rejected by the encoder (decoder side: test_limits) */
 	m.path_len = NET_STREAM_MAX_PATH + 1;
 	CHECK_EQ(net_stream_meta_encode(&m, buf, sizeof(buf)), -ENAMETOOLONG);
+
+	/* a range: its fields travel after the rest, and only with the flag */
+	/* the last of 2^20 ranges of a 1 TiB file: L = 2^20, so it is the last MiB */
+	meta_set(&m, 7, NET_STREAM_F_RANGE, "big/file", 1u << 20);
+	m.range_off = (1ull << 40) - (1u << 20);
+	m.file_size = 1ull << 40;
+	m.range_idx = NET_STREAM_MAX_RANGES - 1;
+	m.range_count = NET_STREAM_MAX_RANGES;
+	n = net_stream_meta_encode(&m, buf, sizeof(buf));
+	CHECK_EQ(n, 8 + 1 + 8 + 28 + NET_STREAM_RANGE_LEN);
+	m.size = 1000; /* (the decoder's data test only needs a few bytes of it) */
+	CHECK_EQ(net_stream_meta_encode(&m, buf, sizeof(buf)), -EINVAL); /* not the layout's length */
+	meta_set(&m, 7, NET_STREAM_F_RANGE, "big/file", 1000);
+	m.file_size = 2000;
+	m.range_count = 2;
+	roundtrip_meta(&m); /* range 0 of 2 */
+	m.range_idx = 1;
+	m.range_off = 1000;
+	roundtrip_meta(&m); /* range 1 of 2 */
+	m.range_idx = 0;
+	m.range_off = 0;
+	/* ranges the encoder will not make (the decoder: test_ranges) */
+	m.range_count = 1;
+	CHECK_EQ(net_stream_meta_encode(&m, buf, sizeof(buf)), -EINVAL);
+	m.range_count = NET_STREAM_MAX_RANGES + 1;
+	CHECK_EQ(net_stream_meta_encode(&m, buf, sizeof(buf)), -EINVAL);
+	m.range_count = 4;
+	m.range_idx = 4;
+	CHECK_EQ(net_stream_meta_encode(&m, buf, sizeof(buf)), -EINVAL);
+	m.range_idx = 1;
+	m.range_off = m.file_size - 999; /* one byte past the end */
+	CHECK_EQ(net_stream_meta_encode(&m, buf, sizeof(buf)), -EINVAL);
+	m.range_count = 2;
+	m.range_off = 999; /* inside the file, but not where the layout puts range 1 */
+	CHECK_EQ(net_stream_meta_encode(&m, buf, sizeof(buf)), -EINVAL);
+	m.range_off = UINT64_MAX; /* would wrap */
+	CHECK_EQ(net_stream_meta_encode(&m, buf, sizeof(buf)), -EINVAL);
+	meta_set(&m, 7, NET_STREAM_F_RANGE | NET_STREAM_F_DIR, "big/file", 0);
+	CHECK_EQ(net_stream_meta_encode(&m, buf, sizeof(buf)), -EINVAL);
+	meta_set(&m, 7, NET_STREAM_F_RANGE, "big/file", 0); /* an empty range */
+	m.file_size = 10;
+	m.range_count = 2;
+	CHECK_EQ(net_stream_meta_encode(&m, buf, sizeof(buf)), -EINVAL);
 
 	/* encoder refusals */
 	meta_set(&m, 4, 0, "ok", 0);
@@ -590,7 +635,7 @@ static void test_framing_errors(void)
 
 	/* unknown flags, found as soon as the header is in */
 	{
-		const uint32_t bad[] = {1u << 3, 1u << 31, NET_STREAM_F_KNOWN + 1};
+		const uint32_t bad[] = {1u << 5, 1u << 31, NET_STREAM_F_KNOWN + 1};
 		for (int i = 0; i < 3; i++) {
 			n = raw_header(buf, 9, bad[i]);
 			decode(buf, n, CH_BYTE, &r);
@@ -777,6 +822,76 @@ static void test_ack(void)
 	CHECK(strcmp(msg, "bad?[2J?path") == 0);
 }
 
+/* Range metadata a hostile sender could write: each refused by the decoder with its reason. */
+static void put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (24 - 8 * i));
+}
+
+static void hostile_range(uint32_t flags, uint64_t size, uint64_t off, uint64_t file_size, uint32_t idx,
+                          uint32_t count, const char *why)
+{
+	static uint8_t buf[256];
+	struct result r;
+	size_t n = raw_header(buf, 5, flags);
+	buf[n++] = 1;
+	buf[n++] = 'f';
+	put64(buf + n, size);
+	n += 8;
+	put64(buf + n, 0);
+	n += 8;
+	put32(buf + n, 0100644);
+	put32(buf + n + 4, 0);
+	put32(buf + n + 8, 0);
+	n += 12;
+	put64(buf + n, off);
+	put64(buf + n + 8, file_size);
+	put32(buf + n + 16, idx);
+	put32(buf + n + 20, count);
+	n += 24;
+	decode(buf, n, CH_WHOLE, &r);
+	CHECK_EQ(r.rc, -EPROTO);
+	if (!strstr(r.err.msg, why))
+		fprintf(stderr, "hostile range: \"%s\" does not say \"%s\"\n", r.err.msg, why);
+	CHECK(strstr(r.err.msg, why) != NULL);
+	result_free(&r);
+}
+
+static void test_ranges(void)
+{
+	const uint32_t R = NET_STREAM_F_RANGE;
+	hostile_range(R, 10, 0, 100, 0, 1, "range count outside");
+	hostile_range(R, 10, 0, 100, 0, NET_STREAM_MAX_RANGES + 1, "range count outside");
+	hostile_range(R, 10, 0, 100, 3, 3, "range index not below");
+	hostile_range(R, 10, 91, 100, 1, 3, "past the end");
+	hostile_range(R, 10, UINT64_MAX - 5, 100, 1, 3, "past the end");
+	hostile_range(R, 101, 0, 100, 0, 3, "past the end");
+	hostile_range(R, 0, 0, 100, 0, 3, "empty range");
+	hostile_range(R | NET_STREAM_F_SYMLINK, 10, 0, 100, 0, 3, "RANGE on something");
+	/* inside the file but off the layout (L = 34 for 100 bytes in 3): overlaps and holes */
+	hostile_range(R, 34, 10, 100, 1, 3, "not where the file's layout puts it");
+	hostile_range(R, 20, 34, 100, 1, 3, "not where the file's layout puts it");
+	hostile_range(R, 33, 0, 100, 0, 3, "not where the file's layout puts it");
+	hostile_range(R, 2, 4, 5, 2, 4, "past the end");
+	/* a count so large the last range would be empty (L = 1 for 3 bytes in 3 is fine; 3 in 4 is not) */
+	hostile_range(R, 1, 0, 3, 0, 4, "not where the file's layout puts it");
+	/* the last range, short: fine */
+	static struct net_stream_meta m;
+	meta_set(&m, 5, R, "f", 32);
+	m.range_off = 68;
+	m.file_size = 100;
+	m.range_idx = 2;
+	m.range_count = 3;
+	roundtrip_meta(&m);
+}
+
 int main(void)
 {
 	test_varint_encode();
@@ -787,6 +902,7 @@ int main(void)
 	test_truncation();
 	test_framing_errors();
 	test_ack();
+	test_ranges();
 	if (failures) {
 		fprintf(stderr, "test_net_stream: %d of %d checks failed\n", failures, checks);
 		return 1;
