@@ -100,6 +100,9 @@ static int spawn_local(struct client *cl, struct qs_err *err)
 static void stats_update(struct client *cl)
 {
 	sender_stats(cl->all, cl->n_all, &cl->snd, cl->st);
+	for (unsigned i = 0; i < cl->n_up && i < ENGINE_MAX_LANES; i++)
+		cl->st->lane_streams[i] =
+		    atomic_load_explicit(&cl->up[i]->streams_opened, memory_order_relaxed);
 	cl->st->seconds = (double)(engine_now_ns() - cl->t0) / 1e9;
 }
 
@@ -300,10 +303,21 @@ static void quic_teardown(struct client *cl)
 	if (cl->pool) {
 		sched_pool_stop(cl->pool);
 		sched_pool_join(cl->pool);
+		/* what the workers had not taken yet goes on from the control thread */
+		struct sched_worker *ws[NET_CTL_MAX_CONNS];
+		unsigned nw = sched_pool_nworkers(cl->pool);
+		for (unsigned i = 0; i < nw; i++) {
+			struct sched_worker_stats ss;
+			ws[i] = sched_pool_worker(cl->pool, i);
+			sched_worker_stats(ws[i], &ss);
+			cl->st->steals += ss.steals_local + ss.steals_remote;
+		}
+		sender_drain(&cl->snd, ws, nw);
 		sched_pool_destroy(cl->pool);
 		cl->pool = NULL;
 	}
 	for (unsigned i = 0; i < cl->n_quic; i++) {
+		cl->quic[i].w = NULL;
 		net_quic_free(cl->quic[i].q);
 		cl->quic[i].q = NULL;
 	}
@@ -407,6 +421,7 @@ static void lane_run(struct sched_worker *w, void *ctx)
 {
 	struct client *cl = ctx;
 	struct snd_lane *l = cl->up[sched_worker_index(w)];
+	l->w = w; /* its items come from (and go to) this worker's deque */
 	while (!atomic_load_explicit(&cl->stop, memory_order_acquire)) {
 		struct qs_err e = {0};
 		struct pollfd p = {.fd = net_dp_fd(&l->dp), .events = POLLIN};
@@ -463,8 +478,13 @@ static int choose_path(struct client *cl, struct qs_err *err)
 		struct sched_pool_opts po = {.nworkers = cl->n_up, .run = lane_run, .ctx = cl};
 		if (!engine_pin(cl->topo, cl->n_up))
 			po.flags |= SCHED_POOL_NO_PIN;
-		if (sched_pool_create(&cl->pool, cl->topo, &po, err) < 0 ||
-		    sched_pool_start(cl->pool, err) < 0)
+		if (sched_pool_create(&cl->pool, cl->topo, &po, err) < 0)
+			return ENGINE_EXIT_START;
+		if (sender_seed(&cl->snd, sched_pool_worker(cl->pool, 0)) < 0) {
+			qs_err_set(err, -ENOMEM, "out of memory");
+			return ENGINE_EXIT_START;
+		}
+		if (sched_pool_start(cl->pool, err) < 0)
 			return ENGINE_EXIT_START;
 		return ENGINE_EXIT_OK;
 	}
@@ -482,7 +502,7 @@ static int choose_path(struct client *cl, struct qs_err *err)
 /* True when every entry has been confirmed or has failed for good. */
 static bool all_done(struct client *cl)
 {
-	return atomic_load_explicit(&cl->snd.remaining, memory_order_acquire) == 0;
+	return sender_nothing(&cl->snd);
 }
 
 /* Fails the transfer when nothing has moved for the control timeout. */
@@ -490,7 +510,8 @@ static int watch_progress(struct client *cl, uint64_t *mark, uint64_t *at, struc
 {
 	stats_update(cl);
 	const struct engine_stats *st = cl->st;
-	uint64_t m = st->bytes_sent + st->files_done + st->files_failed, now = engine_now_ns();
+	uint64_t m = st->bytes_sent + st->files_done + st->files_failed + st->files_discovered,
+	         now = engine_now_ns();
 	if (m != *mark) {
 		*mark = m;
 		*at = now;
@@ -575,10 +596,10 @@ static int finish(struct client *cl, struct qs_err *err)
 	stats_update(cl);
 	uint64_t streams = 0;
 	if (cl->on_ssh)
-		streams = cl->ssh.streams_opened;
+		streams = atomic_load(&cl->ssh.streams_opened);
 	else
 		for (unsigned i = 0; i < cl->n_up; i++)
-			streams += cl->up[i]->streams_opened;
+			streams += atomic_load(&cl->up[i]->streams_opened);
 	memset(m, 0, sizeof(*m));
 	m->type = NET_CTL_SYNC_COMPLETE;
 	m->u.sync_complete.files_transferred = streams;
@@ -627,9 +648,10 @@ static int finish(struct client *cl, struct qs_err *err)
 		for (unsigned i = 0; i < cl->n_up; i++)
 			net_quic_close(cl->up[i]->q);
 	}
-	if (st->files_failed || cl->snd.walk_errors) {
+	size_t walk_errors = atomic_load(&cl->snd.walk_errors);
+	if (st->files_failed || walk_errors) {
 		qs_err_set(err, -EIO, "some files could not be transferred (%llu failed)",
-		           (unsigned long long)st->files_failed + cl->snd.walk_errors);
+		           (unsigned long long)st->files_failed + walk_errors);
 		return ENGINE_EXIT_PARTIAL;
 	}
 	return ENGINE_EXIT_OK;
@@ -657,9 +679,9 @@ int engine_client_run(const struct engine_opts *o, struct engine_stats *st, stru
 		goto out;
 	}
 	stats_update(&cl);
-	if (cl.snd.n == 0) {
+	if (sender_nothing(&cl.snd)) {
 		qs_err_set(err, -ENOENT, "nothing to send");
-		code = cl.snd.walk_errors ? ENGINE_EXIT_PARTIAL : ENGINE_EXIT_OK;
+		code = atomic_load(&cl.snd.walk_errors) ? ENGINE_EXIT_PARTIAL : ENGINE_EXIT_OK;
 		goto out;
 	}
 	if (o->max_streams && o->max_streams < cl.snd.max_in_flight)

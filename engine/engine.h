@@ -30,6 +30,7 @@ enum engine_exit {
 };
 
 #define ENGINE_MAX_SOURCES     1024
+#define ENGINE_MAX_LANES       64   /* QUIC connections of one transfer */
 #define ENGINE_QUIC_TIMEOUT_MS 3000 /* the QUIC handshake must finish within this, or data goes over SSH */
 #define ENGINE_QUIC_IDLE_MS    5000 /* no packet for this long: QUIC is lost, the rest goes over SSH */
 #define ENGINE_MEMORY_DEFAULT  (256ull << 20) /* windows and buffers of one side (--memory) */
@@ -92,6 +93,8 @@ struct engine_stats {
 	uint64_t streams_sent_ssh;  /* opened on the SSH data path */
 	uint32_t streams_max;       /* negotiated max_streams */
 	uint32_t connections;       /* QUIC connections (and worker threads) carrying the data; 0 over SSH */
+	uint64_t steals; /* items a worker took from another's deque (known once the workers end) */
+	uint64_t lane_streams[ENGINE_MAX_LANES]; /* streams each QUIC connection carried */
 	uint32_t quic_port;
 	double seconds;
 	const char *data_path;      /* "quic" or "ssh" */

@@ -59,57 +59,70 @@ void engine_emit(const struct engine_opts *o, enum engine_event_kind k, const ch
 
 /* ---- sender ---- */
 
-/* A file large enough to travel as several ranges (ENGINE_RANGE_BYTES each) on parallel streams: what
- * its range entries share. The file is done when every range is confirmed, failed when one fails. */
+/* A file large enough to travel as several ranges (about ENGINE_RANGE_BYTES each) on parallel streams:
+ * what its range entries share. The file is done when every range is confirmed, failed when one fails.
+ */
 struct snd_big {
-	atomic_uint left;   /* ranges not yet confirmed; relaxed: the last decrement decides */
+	atomic_uint left;   /* ranges not yet confirmed; the last decrement decides */
 	atomic_bool failed; /* one range failed: the file is reported once */
-	uint32_t first;     /* index of range 0's entry: the file_id of every range */
+	atomic_uint refs;   /* range entries alive; the last one frees this */
+	uint32_t id;        /* the file_id every range carries */
 	uint32_t count;
+	char rel[]; /* the path, shared by the ranges */
 };
 
-#define ENGINE_RANGE_BYTES (16ull << 20)            /* a range of a large file */
+#define ENGINE_RANGE_BYTES (16ull << 20)            /* a range of a large file, about */
 #define ENGINE_RANGE_MIN   (2 * ENGINE_RANGE_BYTES) /* files larger than this travel in ranges */
 
+/* Something to do for the sender: an entry to send on a stream of its own (a file, a directory's
+ * metadata, a symlink, one range of a large file), or a directory to list (walk). Made by whoever lists
+ * its parent, taken by whichever lane has room for it (a worker's own deque first, then stealing from
+ * the others), freed when its stream ends or its listing is done. */
 struct snd_entry {
-	char *rel;  /* path on the wire ("" for the root) */
-	char *abs;  /* where the walk found it (messages, readlink) */
-	char *link; /* symlink target, or NULL */
-	uint32_t flags;
-	uint32_t src;   /* index into sender.roots */
-	uint32_t tail;  /* offset in rel of the path below the source's top ("" for the top itself) */
-	struct stat st; /* as the walk saw it; the file opened later must be this one (dev, ino) */
-	/* one range of a large file (big != NULL): the strings belong to range 0's entry */
-	struct snd_big *big;
+	bool walk;           /* a directory to list, not a stream */
+	uint32_t flags;      /* DIR, SYMLINK, ROOT as on the wire (RANGE comes from big) */
+	uint32_t src;        /* index into sender.roots */
+	uint32_t tail;       /* offset in rel of the path below the source's top ("" for the top itself) */
+	uint32_t id;         /* file_id on the wire */
+	uint32_t depth;      /* components in rel */
+	struct stat st;      /* as the walk saw it; the file opened later must be this one (dev, ino) */
+	char *link;          /* symlink target, or NULL */
+	struct snd_big *big; /* one range of this large file: rel is big->rel */
 	uint64_t range_off, range_len;
 	uint32_t range_idx;
+	const char *rel; /* path on the wire ("" for the root) */
+	char buf[];      /* rel, when the entry holds it itself */
 };
 
 /* One source as given on the command line: its directory held open so that files are opened beneath
  * it (no symlink followed below the top), or -1 for a source that is a single file. */
 struct snd_root {
 	int fd;
-	char *top; /* the path walked */
+	char *top;         /* the path given (for messages and a single file's open) */
+	uint32_t tail_off; /* where, in the rel of an entry below the top, the part below the top starts */
 };
 
-/* What the client's lanes share: the entries to send, the resend queue, the roots. */
+/* What the client's lanes share: the roots, the counters, the items no worker's deque holds. */
 struct sender {
 	const struct engine_opts *o;
-	struct snd_entry *ents;
-	size_t n, cap;
-	atomic_size_t next; /* next entry to claim; relaxed: each index is claimed by one fetch_add */
-	/* Entries not yet confirmed nor failed for good. Release on each decrement, after the lane's
-	 * counters are updated; the control thread's acquire of 0 then sees every count. */
-	atomic_size_t remaining;
-	pthread_mutex_t lock; /* resend, and the events the lanes emit */
+	pthread_mutex_t lock; /* local, resend */
+	/* Items outside the workers' deques: those to start with (until the pool takes them), those the
+	 * control thread works through itself (the SSH lane), and those left in the deques when the workers
+	 * stopped. Under lock. */
+	struct snd_entry **local;
+	size_t n_local, cap_local;
 	/* Entries whose stream was cut off with its data path (NET_DP_GONE), to be sent again on the next
-	 * one (failover), or that a lane could not open a stream for; if there is no next data path they are
-	 * not done, and the transfer fails anyway. Under lock. */
-	size_t *resend;
+	 * one (failover). Under lock; pending_resend is its size, readable without it. */
+	struct snd_entry **resend;
 	size_t n_resend, cap_resend;
-	atomic_size_t pending_resend; /* n_resend, readable without the lock */
-	size_t walk_errors;           /* sources or directories that could not be read */
-	uint64_t files_discovered, bytes_total;
+	atomic_size_t pending_resend;
+	/* Items not finished yet: listings not done, entries neither confirmed nor failed for good.
+	 * Incremented before an item is handed over, decremented (release) when it is finished, after the
+	 * lane's counters are updated; the control thread's acquire of 0 then sees every count. */
+	atomic_size_t remaining;
+	atomic_uint next_id;                                         /* file_ids */
+	atomic_uint_fast64_t files_discovered, bytes_total, entries; /* relaxed: statistics */
+	atomic_size_t walk_errors; /* sources or directories that could not be read */
 	struct snd_root *roots;
 	size_t n_roots;
 	bool single_file;     /* exactly one source and it is not a directory */
@@ -123,35 +136,47 @@ struct snd_counters {
 	atomic_uint_fast64_t files_done_quic, files_done_ssh, streams_done_quic, streams_sent_ssh, in_flight;
 };
 
+struct sched_worker;
+
 /* One data plane of the client and the streams it carries; driven by one thread. */
 struct snd_lane {
 	struct sender *s;
+	struct sched_worker *w; /* the worker driving it and holding its deque (NULL: the control thread) */
 	struct net_dp dp;
 	struct net_quic *q;   /* the QUIC lane's connection (NULL for the SSH lane) */
 	size_t max_in_flight; /* streams of this lane at once */
 	size_t in_flight;
-	uint64_t streams_opened; /* sync_complete sums them over the data path's lanes */
+	atomic_uint_fast64_t streams_opened; /* sync_complete sums them over the data path's lanes (relaxed:
+	                                        written by the lane, read by the control thread) */
 	struct snd_counters c;
 	atomic_int dead; /* the data plane failed: its rc (negative) */
 	char dead_msg[QS_ERR_MSG_MAX];
 };
 
-/* Walks every source into s->ents (rsync's trailing-slash rule). Unreadable sources are reported as
- * file errors and counted in walk_errors; returns 0, or a negative errno for a fatal problem. */
+/* Looks at every source (rsync's trailing-slash rule) and makes the items to start with: each source's
+ * top entry and, for a directory, its listing (s->local). Unreadable sources are reported as file
+ * errors and counted in walk_errors; returns 0, or a negative errno for a fatal problem. */
 int sender_plan(struct sender *s, const struct engine_opts *o, struct qs_err *err);
 
 /* A lane over dp for s, taking at most max_in_flight streams at once. */
 void sender_lane_init(struct snd_lane *l, struct sender *s, const struct net_dp *dp, size_t max_in_flight);
 
-/* Opens streams on l for entries nobody has claimed yet (resend first) while l's budget allows.
- * Returns 0 or a negative errno (fatal: out of memory, or a stream the data plane refused). */
+/* Hands the items in s->local to worker 0's deque (before the pool starts: stealing spreads them). */
+int sender_seed(struct sender *s, struct sched_worker *w0);
+
+/* Takes back what the workers' deques still hold (after the pool has stopped and been joined). */
+void sender_drain(struct sender *s, struct sched_worker *const *workers, size_t n);
+
+/* True when nothing is left to do: every listing done, every entry confirmed or failed for good. */
+bool sender_nothing(struct sender *s);
+
+/* Works on l: lists directories and opens streams for entries while l has room (resend first, then its
+ * worker's deque and stealing, or, on the control thread, s->local). Returns 0 or a negative errno
+ * (fatal: out of memory, or a stream the data plane refused). */
 int sender_pump(struct snd_lane *l, struct qs_err *err);
 
-/* True when no entry is left to claim (none unclaimed, none waiting to be resent). */
-bool sender_exhausted(struct sender *s);
-
-/* Adds l's counters into st (st's own fields for them are overwritten by the sum over lanes). */
-void sender_stats(struct snd_lane *const *lanes, size_t n, const struct sender *s, struct engine_stats *st);
+/* Sums the lanes' counters into st (st's own fields for them are overwritten). */
+void sender_stats(struct snd_lane *const *lanes, size_t n, struct sender *s, struct engine_stats *st);
 
 void sender_free(struct sender *s);
 

@@ -1,7 +1,11 @@
-/* The sending side of a transfer: walks the sources into a list of entries (rsync's trailing-slash
- * rule), then gives each entry its own QUIC stream: header and metadata, the content read straight from
- * the file into the data plane's buffer, and the XXH3-64 trailer. The receiver's ack on the same stream
- * decides whether the entry counts as done. */
+/* The sending side of a transfer. The sources' tops are looked at first (rsync's trailing-slash rule);
+ * below them the walk is done in pieces, a directory at a time, by whichever worker takes the listing
+ * from the deques (its own first, then stealing: owners take the newest item, thieves the oldest, so the
+ * files of a listing go out while other workers list its subdirectories), and an entry goes out on a
+ * stream as soon as it is listed. Each entry gets its own stream: header and metadata, the content read
+ * straight from the file into the data plane's buffer, and the XXH3-64 trailer; a large file is cut into
+ * ranges, a stream each. The receiver's ack on the same stream decides whether the entry counts as done.
+ */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -13,12 +17,15 @@
 
 #include "engine/engine_int.h"
 #include "io/io.h"
+#include "sched/sched.h"
+
+#define STEAL_TRIES 4 /* steal attempts per take before the lane goes back to its packets */
 
 enum snd_phase { PH_HDR, PH_DATA, PH_TRAILER, PH_SENT };
 
 struct snd_job {
 	struct snd_lane *l;
-	size_t idx;
+	struct snd_entry *e; /* NULL once handed to the resend queue */
 	int64_t sid;
 	int fd;
 	enum snd_phase phase;
@@ -35,147 +42,340 @@ struct snd_job {
 	char msg[NET_STREAM_MAX_ACK_MSG + 1]; /* why it failed: ours, or the receiver's */
 };
 
-/* The entry just added is a large file: it becomes range 0, and its other ranges follow it. */
-static int split_ranges(struct sender *s)
+static void add(atomic_uint_fast64_t *c, uint64_t v)
 {
-	size_t first = s->n - 1;
-	uint64_t size = (uint64_t)s->ents[first].st.st_size;
+	atomic_fetch_add_explicit(c, v, memory_order_relaxed); /* a statistic: no ordering */
+}
+
+static uint64_t get(const atomic_uint_fast64_t *c)
+{
+	return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+/* ---- entries ---- */
+
+static struct snd_entry *entry_new(const char *rel, size_t rel_len)
+{
+	struct snd_entry *e = calloc(1, sizeof(*e) + rel_len + 1);
+	if (!e)
+		return NULL;
+	memcpy(e->buf, rel, rel_len);
+	e->buf[rel_len] = '\0';
+	e->rel = e->buf;
+	return e;
+}
+
+static void entry_free(struct snd_entry *e)
+{
+	if (!e)
+		return;
+	/* the last range of a large file lets go of what the ranges share */
+	if (e->big && atomic_fetch_sub_explicit(&e->big->refs, 1, memory_order_acq_rel) == 1)
+		free(e->big);
+	free(e->link);
+	free(e);
+}
+
+/* Content bytes an entry's stream carries. */
+static uint64_t entry_size(const struct snd_entry *e)
+{
+	if (e->flags & NET_STREAM_F_DIR)
+		return 0;
+	return e->big ? e->range_len : (uint64_t)e->st.st_size;
+}
+
+static int vec_push(struct snd_entry ***v, size_t *n, size_t *cap, struct snd_entry *e)
+{
+	if (*n == *cap) {
+		size_t ncap = *cap ? *cap * 2 : 256;
+		struct snd_entry **nv = realloc(*v, ncap * sizeof(*nv));
+		if (!nv)
+			return -ENOMEM;
+		*v = nv;
+		*cap = ncap;
+	}
+	(*v)[(*n)++] = e;
+	return 0;
+}
+
+/* Keeps e to be sent again: cut off with its data path (it will count as resent). */
+static bool requeue(struct sender *s, struct snd_entry *e, bool cut)
+{
+	(void)cut;
+	pthread_mutex_lock(&s->lock);
+	bool ok = vec_push(&s->resend, &s->n_resend, &s->cap_resend, e) == 0;
+	atomic_store_explicit(&s->pending_resend, s->n_resend, memory_order_relaxed);
+	pthread_mutex_unlock(&s->lock);
+	return ok;
+}
+
+/* Hands an item to whoever takes work: l's worker's deque, or s->local for the control thread. */
+static int give(struct snd_lane *l, struct snd_entry *e)
+{
+	struct sender *s = l ? l->s : NULL;
+	if (l && l->w)
+		return sched_worker_push(l->w, e);
+	pthread_mutex_lock(&s->lock);
+	int rc = vec_push(&s->local, &s->n_local, &s->cap_local, e);
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+/* The next item for l: one waiting to be resent (again = true), else from l's worker's deque or by
+ * stealing, else (control thread) from s->local. */
+static struct snd_entry *take(struct snd_lane *l, bool *again)
+{
+	struct sender *s = l->s;
+	void *item = NULL;
+	*again = false;
+	if (atomic_load_explicit(&s->pending_resend, memory_order_relaxed) > 0) {
+		pthread_mutex_lock(&s->lock);
+		if (s->n_resend > 0) {
+			item = s->resend[--s->n_resend];
+			atomic_store_explicit(&s->pending_resend, s->n_resend, memory_order_relaxed);
+		}
+		pthread_mutex_unlock(&s->lock);
+		if (item) {
+			*again = true;
+			return item;
+		}
+	}
+	if (l->w) {
+		if (sched_worker_pop(l->w, &item) == 0)
+			return item;
+		for (int i = 0; i < STEAL_TRIES; i++) {
+			int rc = sched_worker_steal(l->w, &item);
+			if (rc == 0)
+				return item;
+			if (rc == -ENOENT)
+				break;
+		}
+		return NULL;
+	}
+	pthread_mutex_lock(&s->lock);
+	if (s->n_local > 0)
+		item = s->local[--s->n_local];
+	pthread_mutex_unlock(&s->lock);
+	return item;
+}
+
+/* An entry found by the walk: counted, and split into ranges if it is a large file. Returns the
+ * number of items handed over (1, or the ranges), or a negative errno. */
+static int offer(struct snd_lane *l, struct sender *s, struct snd_entry *e,
+                 int (*hand)(struct snd_lane *, struct sender *, struct snd_entry *))
+{
+	atomic_fetch_add_explicit(&s->files_discovered, 1, memory_order_relaxed);
+	if (!(e->flags & NET_STREAM_F_DIR))
+		add(&s->bytes_total, (uint64_t)e->st.st_size);
+	uint64_t size = (uint64_t)e->st.st_size;
+	if (!S_ISREG(e->st.st_mode) || size <= ENGINE_RANGE_MIN) {
+		e->id = atomic_fetch_add_explicit(&s->next_id, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&s->remaining, 1, memory_order_relaxed);
+		add(&s->entries, 1);
+		int rc = hand(l, s, e);
+		if (rc < 0) {
+			atomic_fetch_sub_explicit(&s->remaining, 1, memory_order_relaxed);
+			entry_free(e);
+			return rc;
+		}
+		return 1;
+	}
 	uint64_t count = (size + ENGINE_RANGE_BYTES - 1) / ENGINE_RANGE_BYTES;
 	uint64_t unit = (size + count - 1) / count; /* the protocol's layout (net/stream.h) */
-	if (count > NET_STREAM_MAX_RANGES || first > UINT32_MAX)
-		return 0; /* (a file over 16 TiB) whole, on one stream */
-	struct snd_big *b = calloc(1, sizeof(*b));
-	if (!b)
+	size_t rlen = strlen(e->rel);
+	struct snd_big *b = count <= NET_STREAM_MAX_RANGES ? calloc(1, sizeof(*b) + rlen + 1) : NULL;
+	if (!b) {
+		entry_free(e);
 		return -ENOMEM;
-	if (s->n + count - 1 > s->cap) {
-		struct snd_entry *ne = realloc(s->ents, (s->n + count - 1) * sizeof(*ne));
-		if (!ne) {
-			free(b);
-			return -ENOMEM;
-		}
-		s->ents = ne;
-		s->cap = s->n + count - 1;
 	}
+	memcpy(b->rel, e->rel, rlen + 1);
 	atomic_init(&b->left, (unsigned)count);
 	atomic_init(&b->failed, false);
-	b->first = (uint32_t)first;
+	atomic_init(&b->refs, (unsigned)count);
+	b->id = atomic_fetch_add_explicit(&s->next_id, 1, memory_order_relaxed);
 	b->count = (uint32_t)count;
+	uint64_t made = 0;
+	int rc = 0;
 	for (uint64_t i = 0; i < count; i++) {
-		struct snd_entry *e = &s->ents[first + i];
-		if (i > 0)
-			*e = s->ents[first]; /* the same file: its strings stay range 0's */
-		e->big = b;
-		e->range_idx = (uint32_t)i;
-		e->range_off = i * unit;
-		e->range_len = size - e->range_off < unit ? size - e->range_off : unit;
+		struct snd_entry *r = calloc(1, sizeof(*r));
+		if (!r) {
+			rc = -ENOMEM;
+			break;
+		}
+		*r = *e;
+		r->rel = b->rel;
+		r->link = NULL;
+		r->big = b;
+		r->id = b->id;
+		r->range_idx = (uint32_t)i;
+		r->range_off = i * unit;
+		r->range_len = size - r->range_off < unit ? size - r->range_off : unit;
+		atomic_fetch_add_explicit(&s->remaining, 1, memory_order_relaxed);
+		add(&s->entries, 1);
+		if ((rc = hand(l, s, r)) < 0) {
+			atomic_fetch_sub_explicit(&s->remaining, 1, memory_order_relaxed);
+			entry_free(r);
+			break;
+		}
+		made++;
 	}
-	s->n += count - 1;
-	return 0;
+	/* ranges never made let go of the shared part too */
+	for (uint64_t i = made + (rc < 0 ? 1 : 0); i < count; i++)
+		if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
+			free(b);
+	free(e);
+	return rc < 0 ? rc : (int)made;
 }
 
-static int add_entry(struct sender *s, const char *rel, size_t tail, const char *abs, const struct stat *st,
-                     uint32_t flags)
+static int hand_give(struct snd_lane *l, struct sender *s, struct snd_entry *e)
 {
-	if (s->n == s->cap) {
-		size_t ncap = s->cap ? s->cap * 2 : 256;
-		struct snd_entry *ne = realloc(s->ents, ncap * sizeof(*ne));
-		if (!ne)
-			return -ENOMEM;
-		s->ents = ne;
-		s->cap = ncap;
-	}
-	struct snd_entry *e = &s->ents[s->n];
-	memset(e, 0, sizeof(*e));
-	e->rel = strdup(rel);
-	e->abs = strdup(abs);
-	if (!e->rel || !e->abs) {
-		free(e->rel);
-		free(e->abs);
-		return -ENOMEM;
-	}
-	e->st = *st;
-	e->flags = flags;
-	e->src = (uint32_t)(s->n_roots - 1);
-	e->tail = (uint32_t)tail;
-	if (S_ISLNK(st->st_mode)) {
-		char buf[NET_STREAM_MAX_PATH + 1];
-		ssize_t n = readlink(abs, buf, sizeof(buf) - 1);
-		if (n < 0 || n == 0 || n > (ssize_t)NET_STREAM_MAX_PATH) {
-			free(e->rel);
-			free(e->abs);
-			return n < 0 ? -errno : -ENAMETOOLONG;
-		}
-		buf[n] = '\0';
-		e->link = strdup(buf);
-		if (!e->link) {
-			free(e->rel);
-			free(e->abs);
-			return -ENOMEM;
-		}
-		e->st.st_size = n;
-	}
-	s->n++;
-	if (S_ISREG(st->st_mode) && (uint64_t)st->st_size > ENGINE_RANGE_MIN)
-		return split_ranges(s);
-	return 0;
+	return l ? give(l, e) : vec_push(&s->local, &s->n_local, &s->cap_local, e);
 }
 
-struct walk_ctx {
+/* ---- the walk ---- */
+
+struct list_ctx {
+	struct snd_lane *l; /* NULL while planning on the control thread */
 	struct sender *s;
-	size_t prefix_len; /* rel = prefix "/" tail */
+	const struct snd_entry *dir;
+	struct snd_entry **dirs; /* subdirectories' listings: handed over last, so they are stolen first */
+	size_t n_dirs, cap_dirs;
+	int rc;
 };
 
-static int walk_cb(void *ctx, const struct io_walk_ent *e)
+/* The lane that lists: items go to its deque, or, without a lane, to s->local. */
+static int list_cb(void *ctx, const char *name, const struct stat *st, int dfd)
 {
-	struct walk_ctx *w = ctx;
-	struct sender *s = w->s;
+	struct list_ctx *c = ctx;
+	struct sender *s = c->s;
 	const struct engine_opts *o = s->o;
+	const struct snd_entry *d = c->dir;
+	size_t dl = strlen(d->rel), nl = strlen(name);
+	size_t rl = dl + (dl ? 1 : 0) + nl;
+	char qb[IO_QUOTE_MAX];
 	uint32_t flags = 0;
-	mode_t m = e->st.st_mode;
+	mode_t m = st->st_mode;
+
+	if (rl > NET_STREAM_MAX_PATH || d->depth + 1 > IO_PATH_MAX_DEPTH) {
+		char path[IO_QUOTE_MAX + 8];
+		snprintf(path, sizeof(path), "%s/%s", d->rel[0] ? d->rel : ".",
+		         io_path_quote(name, nl, qb, sizeof(qb)));
+		engine_emit(o, ENGINE_EV_FILE_ERROR, path, "path too long (or too deep) to send", NULL);
+		atomic_fetch_add_explicit(&s->walk_errors, 1, memory_order_relaxed);
+		return 0;
+	}
+	char rel[NET_STREAM_MAX_PATH + 1];
+	memcpy(rel, d->rel, dl);
+	if (dl)
+		rel[dl++] = '/';
+	memcpy(rel + dl, name, nl + 1);
 
 	if (S_ISDIR(m)) {
-		if (!o->recursive) {
-			engine_emit(o, ENGINE_EV_INFO, e->rel[0] ? e->rel : ".", "skipping directory", NULL);
-			return 0;
-		}
 		flags = NET_STREAM_F_DIR;
-		if (e->rel[0] == '\0')
-			flags |= NET_STREAM_F_ROOT;
 	} else if (S_ISLNK(m)) {
 		if (!o->links) {
-			engine_emit(o, ENGINE_EV_INFO, e->rel,
+			engine_emit(o, ENGINE_EV_INFO, rel,
 			            "skipping non-regular file (symlink; use -l or -a)", NULL);
 			return 0;
 		}
 		flags = NET_STREAM_F_SYMLINK;
 	} else if (!S_ISREG(m)) {
-		engine_emit(o, ENGINE_EV_INFO, e->rel, "skipping non-regular file", NULL);
+		engine_emit(o, ENGINE_EV_INFO, rel, "skipping non-regular file", NULL);
 		return 0;
 	}
-	if (strlen(e->rel) > NET_STREAM_MAX_PATH) {
-		engine_emit(o, ENGINE_EV_FILE_ERROR, e->rel, "path too long to send", NULL);
-		s->walk_errors++;
-		return 0;
+	struct snd_entry *e = entry_new(rel, rl);
+	if (!e)
+		return -ENOMEM;
+	e->flags = flags;
+	e->src = d->src;
+	e->tail = s->roots[d->src].tail_off;
+	e->depth = d->depth + 1;
+	e->st = *st;
+	if (flags & NET_STREAM_F_SYMLINK) {
+		char buf[NET_STREAM_MAX_PATH + 1];
+		ssize_t n = readlinkat(dfd, name, buf, sizeof(buf) - 1);
+		if (n <= 0 || n > (ssize_t)NET_STREAM_MAX_PATH) {
+			engine_emit(o, ENGINE_EV_FILE_ERROR, rel,
+			            n < 0 ? strerror(errno) : "symlink target too long to send", NULL);
+			atomic_fetch_add_explicit(&s->walk_errors, 1, memory_order_relaxed);
+			entry_free(e);
+			return 0;
+		}
+		buf[n] = '\0';
+		e->link = strdup(buf);
+		if (!e->link) {
+			entry_free(e);
+			return -ENOMEM;
+		}
+		e->st.st_size = n;
 	}
-	size_t tail = w->prefix_len;
-	if (tail && e->rel[tail] == '/')
-		tail++;
-	int rc = add_entry(s, e->rel, tail, e->abs, &e->st, flags);
-	if (rc == -ENOMEM)
-		return rc;
-	if (rc < 0) {
-		engine_emit(o, ENGINE_EV_FILE_ERROR, e->rel, strerror(-rc), NULL);
-		s->walk_errors++;
-		return 0;
+	if (flags & NET_STREAM_F_DIR) {
+		/* its listing, handed over after the files of this one */
+		struct snd_entry *w = entry_new(rel, rl);
+		if (!w) {
+			entry_free(e);
+			return -ENOMEM;
+		}
+		*w = *e;
+		w->rel = w->buf;
+		memcpy(w->buf, rel, rl + 1);
+		w->walk = true;
+		if (vec_push(&c->dirs, &c->n_dirs, &c->cap_dirs, w) < 0) {
+			free(w);
+			entry_free(e);
+			return -ENOMEM;
+		}
 	}
-	s->files_discovered++;
-	if (!(flags & NET_STREAM_F_DIR))
-		s->bytes_total += (uint64_t)s->ents[s->n - 1].st.st_size;
-	return 0;
+	int rc = offer(c->l, s, e, hand_give);
+	return rc < 0 ? rc : 0;
 }
 
+/* Lists directory d and hands over what is in it. Unreadable directories are reported and skipped. */
+static int list_dir(struct snd_lane *l, struct sender *s, struct snd_entry *d)
+{
+	const struct snd_root *root = &s->roots[d->src];
+	const char *below = strlen(d->rel) > d->tail ? d->rel + d->tail : "";
+	int fd = below[0] ? io_open_beneath(root->fd, below, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
+	                  : fcntl(root->fd, F_DUPFD_CLOEXEC, 0);
+	if (fd < 0 && !below[0])
+		fd = -errno;
+	struct list_ctx c = {.l = l, .s = s, .dir = d};
+	struct qs_err e = {0};
+	int rc = 0;
+	if (fd < 0) {
+		snprintf(e.msg, sizeof(e.msg), "cannot open directory: %s",
+		         fd == -ELOOP || fd == -EXDEV ? "a symlink is now in its path" : strerror(-fd));
+		rc = fd;
+	} else {
+		rc = io_dir_read(fd, list_cb, &c, &e);
+	}
+	if (rc == -ENOMEM)
+		goto out;
+	if (rc < 0) {
+		engine_emit(s->o, ENGINE_EV_FILE_ERROR, d->rel[0] ? d->rel : ".", e.msg, NULL);
+		atomic_fetch_add_explicit(&s->walk_errors, 1, memory_order_relaxed);
+		rc = 0;
+	}
+out:
+	/* subdirectories last: the owner takes the files first, thieves the listings */
+	for (size_t i = 0; i < c.n_dirs; i++) {
+		atomic_fetch_add_explicit(&s->remaining, 1, memory_order_relaxed);
+		int r2 = hand_give(l, s, c.dirs[i]);
+		if (r2 < 0) {
+			atomic_fetch_sub_explicit(&s->remaining, 1, memory_order_relaxed);
+			free(c.dirs[i]);
+			rc = r2;
+		}
+	}
+	free(c.dirs);
+	return rc;
+}
+
+/* ---- the sources ---- */
+
 /* Holds a source's top directory open (files are opened beneath it later), or records a file source. */
-static int add_root(struct sender *s, const char *path, const struct stat *top, struct qs_err *err)
+static int add_root(struct sender *s, const char *path, const struct stat *top, size_t prefix_len,
+                    struct qs_err *err)
 {
 	struct snd_root *nr = realloc(s->roots, (s->n_roots + 1) * sizeof(*nr));
 	if (!nr)
@@ -183,6 +383,7 @@ static int add_root(struct sender *s, const char *path, const struct stat *top, 
 	s->roots = nr;
 	struct snd_root *r = &s->roots[s->n_roots];
 	r->fd = -1;
+	r->tail_off = (uint32_t)(prefix_len ? prefix_len + 1 : 0);
 	r->top = strdup(path);
 	if (!r->top)
 		return qs_err_set(err, -ENOMEM, "out of memory");
@@ -204,7 +405,7 @@ static int add_root(struct sender *s, const char *path, const struct stat *top, 
 static int open_entry(const struct sender *s, const struct snd_entry *e, char *why, size_t whycap)
 {
 	const struct snd_root *r = &s->roots[e->src];
-	const char *tail = e->rel + e->tail;
+	const char *tail = strlen(e->rel) > e->tail ? e->rel + e->tail : "";
 	int fd;
 	if (r->fd >= 0 && tail[0] != '\0') {
 		fd = io_open_beneath(r->fd, tail, O_RDONLY | O_CLOEXEC, 0);
@@ -237,8 +438,13 @@ int sender_plan(struct sender *s, const struct engine_opts *o, struct qs_err *er
 {
 	s->o = o;
 	pthread_mutex_init(&s->lock, NULL);
-	atomic_init(&s->next, 0);
 	atomic_init(&s->pending_resend, 0);
+	atomic_init(&s->remaining, 0);
+	atomic_init(&s->next_id, 0);
+	atomic_init(&s->files_discovered, 0);
+	atomic_init(&s->bytes_total, 0);
+	atomic_init(&s->entries, 0);
+	atomic_init(&s->walk_errors, 0);
 
 	for (int i = 0; i < o->n_sources; i++) {
 		const char *src = o->sources[i];
@@ -246,7 +452,7 @@ int sender_plan(struct sender *s, const struct engine_opts *o, struct qs_err *er
 		char path[PATH_MAX];
 		if (len == 0 || len >= sizeof(path)) {
 			engine_emit(o, ENGINE_EV_FILE_ERROR, src, "bad source path", NULL);
-			s->walk_errors++;
+			atomic_fetch_add_explicit(&s->walk_errors, 1, memory_order_relaxed);
 			continue;
 		}
 		bool slash = src[len - 1] == '/';
@@ -268,7 +474,7 @@ int sender_plan(struct sender *s, const struct engine_opts *o, struct qs_err *er
 			char m[300];
 			snprintf(m, sizeof(m), "cannot read source: %s", strerror(errno));
 			engine_emit(o, ENGINE_EV_FILE_ERROR, src, m, NULL);
-			s->walk_errors++;
+			atomic_fetch_add_explicit(&s->walk_errors, 1, memory_order_relaxed);
 			continue;
 		}
 		/* "dir/" sends the contents of dir; "dir" sends dir itself, named by its last component. */
@@ -284,38 +490,121 @@ int sender_plan(struct sender *s, const struct engine_opts *o, struct qs_err *er
 		}
 		if (o->n_sources == 1 && !S_ISDIR(top.st_mode) && !slash)
 			s->single_file = true;
-
-		int rc = add_root(s, path, &top, err);
+		size_t plen = strlen(prefix);
+		if (plen > NET_STREAM_MAX_PATH) {
+			engine_emit(o, ENGINE_EV_FILE_ERROR, src, "path too long to send", NULL);
+			atomic_fetch_add_explicit(&s->walk_errors, 1, memory_order_relaxed);
+			continue;
+		}
+		if (S_ISDIR(top.st_mode) && !o->recursive) {
+			engine_emit(o, ENGINE_EV_INFO, prefix[0] ? prefix : ".", "skipping directory", NULL);
+			continue;
+		}
+		uint32_t flags = 0;
+		if (S_ISDIR(top.st_mode)) {
+			flags = NET_STREAM_F_DIR | (prefix[0] ? 0 : NET_STREAM_F_ROOT);
+		} else if (S_ISLNK(top.st_mode)) {
+			if (!o->links) {
+				engine_emit(o, ENGINE_EV_INFO, prefix,
+				            "skipping non-regular file (symlink; use -l or -a)", NULL);
+				continue;
+			}
+			flags = NET_STREAM_F_SYMLINK;
+		} else if (!S_ISREG(top.st_mode)) {
+			engine_emit(o, ENGINE_EV_INFO, prefix, "skipping non-regular file", NULL);
+			continue;
+		}
+		int rc = add_root(s, path, &top, plen, err);
 		if (rc < 0)
 			return rc;
 		if (s->roots[s->n_roots - 1].fd < 0 && S_ISDIR(top.st_mode)) {
 			engine_emit(o, ENGINE_EV_FILE_ERROR, src, "cannot open source directory", NULL);
-			s->walk_errors++;
+			atomic_fetch_add_explicit(&s->walk_errors, 1, memory_order_relaxed);
 			continue;
 		}
-		struct walk_ctx w = {.s = s, .prefix_len = strlen(prefix)};
-		struct qs_err werr = {0};
-		rc = io_walk(path, prefix, o->recursive, walk_cb, &w, &werr);
-		if (rc == -ENOMEM)
-			return qs_err_set(err, rc, "out of memory walking %s", src);
-		if (rc < 0) {
-			engine_emit(o, ENGINE_EV_FILE_ERROR, src, werr.msg, NULL);
-			s->walk_errors++;
+		struct snd_entry *e = entry_new(prefix, plen);
+		if (!e)
+			return qs_err_set(err, -ENOMEM, "out of memory");
+		e->flags = flags;
+		e->src = (uint32_t)(s->n_roots - 1);
+		e->tail = (uint32_t)plen; /* the top itself: nothing below it */
+		e->depth = plen ? 1 : 0;
+		e->st = top;
+		if (flags & NET_STREAM_F_SYMLINK) {
+			char buf[NET_STREAM_MAX_PATH + 1];
+			ssize_t n = readlink(path, buf, sizeof(buf) - 1);
+			if (n <= 0 || n > (ssize_t)NET_STREAM_MAX_PATH) {
+				engine_emit(o, ENGINE_EV_FILE_ERROR, src, "cannot read the symlink", NULL);
+				atomic_fetch_add_explicit(&s->walk_errors, 1, memory_order_relaxed);
+				entry_free(e);
+				continue;
+			}
+			buf[n] = '\0';
+			e->link = strdup(buf);
+			if (!e->link) {
+				entry_free(e);
+				return qs_err_set(err, -ENOMEM, "out of memory");
+			}
+			e->st.st_size = n;
+		}
+		struct snd_entry *w = NULL;
+		if (S_ISDIR(top.st_mode)) {
+			w = entry_new(prefix, plen);
+			if (!w) {
+				entry_free(e);
+				return qs_err_set(err, -ENOMEM, "out of memory");
+			}
+			char *keep = w->buf;
+			*w = *e;
+			w->rel = keep;
+			w->walk = true;
+		}
+		if (offer(NULL, s, e, hand_give) < 0) {
+			free(w);
+			return qs_err_set(err, -ENOMEM, "out of memory");
+		}
+		if (w) {
+			atomic_fetch_add_explicit(&s->remaining, 1, memory_order_relaxed);
+			if (vec_push(&s->local, &s->n_local, &s->cap_local, w) < 0) {
+				free(w);
+				return qs_err_set(err, -ENOMEM, "out of memory");
+			}
 		}
 	}
 
 	/* Each stream in flight may hold an open file. */
 	s->max_in_flight = engine_fd_budget();
-	atomic_store_explicit(&s->remaining, s->n, memory_order_relaxed);
 	return 0;
 }
 
-/* Content bytes an entry's stream carries. */
-static uint64_t entry_size(const struct snd_entry *e)
+bool sender_nothing(struct sender *s)
 {
-	if (e->flags & NET_STREAM_F_DIR)
-		return 0;
-	return e->big ? e->range_len : (uint64_t)e->st.st_size;
+	return atomic_load_explicit(&s->remaining, memory_order_acquire) == 0;
+}
+
+int sender_seed(struct sender *s, struct sched_worker *w0)
+{
+	pthread_mutex_lock(&s->lock);
+	int rc = 0;
+	/* oldest first: the top entries, then the listings (taken last by worker 0, stolen first) */
+	for (size_t i = 0; i < s->n_local && rc == 0; i++)
+		rc = sched_worker_push(w0, s->local[i]);
+	s->n_local = 0;
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+void sender_drain(struct sender *s, struct sched_worker *const *workers, size_t n)
+{
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < n; i++) {
+		void *item;
+		while (sched_worker_pop(workers[i], &item) == 0)
+			if (vec_push(&s->local, &s->n_local, &s->cap_local, item) < 0)
+				entry_free(
+				    item); /* (out of memory: it stays unfinished, the transfer fails) */
+	}
+	pthread_mutex_unlock(&s->lock);
 }
 
 static void job_free(struct snd_job *j)
@@ -326,17 +615,16 @@ static void job_free(struct snd_job *j)
 		close(j->fd);
 	if (j->hash)
 		XXH3_freeState(j->hash);
+	entry_free(j->e);
 	free(j);
 }
 
-static int job_new(struct snd_lane *l, size_t idx, struct snd_job **out, struct qs_err *err)
+static int job_new(struct snd_lane *l, struct snd_entry *e, struct snd_job **out, struct qs_err *err)
 {
-	const struct snd_entry *e = &l->s->ents[idx];
 	struct snd_job *j = calloc(1, sizeof(*j));
 	if (!j)
 		return qs_err_set(err, -ENOMEM, "out of memory");
 	j->l = l;
-	j->idx = idx;
 	j->fd = -1;
 	j->sid = -1;
 	j->hash = XXH3_createState();
@@ -348,17 +636,17 @@ static int job_new(struct snd_lane *l, size_t idx, struct snd_job **out, struct 
 
 	struct net_stream_meta *m = malloc(sizeof(*m));
 	if (!m) {
-		job_free(j);
+		XXH3_freeState(j->hash);
+		free(j);
 		return qs_err_set(err, -ENOMEM, "out of memory");
 	}
 	memset(m, 0, sizeof(*m));
-	m->file_id = (uint32_t)idx;
+	m->file_id = e->id;
 	m->flags = e->flags;
 	m->path_len = (uint32_t)strlen(e->rel);
 	memcpy(m->path, e->rel, m->path_len + 1);
 	m->size = entry_size(e);
 	if (e->big) {
-		m->file_id = e->big->first;
 		m->flags |= NET_STREAM_F_RANGE;
 		m->range_off = e->range_off;
 		m->file_size = (uint64_t)e->st.st_size;
@@ -372,10 +660,12 @@ static int job_new(struct snd_lane *l, size_t idx, struct snd_job **out, struct 
 	ssize_t n = net_stream_meta_encode(m, j->hdr, sizeof(j->hdr));
 	free(m);
 	if (n < 0) {
-		job_free(j);
+		XXH3_freeState(j->hash);
+		free(j);
 		return qs_err_set(err, (int)n, "cannot frame %s: %s", e->rel, strerror((int)-n));
 	}
 	j->hdr_len = (size_t)n;
+	j->e = e;
 	*out = j;
 	return 0;
 }
@@ -383,66 +673,6 @@ static int job_new(struct snd_lane *l, size_t idx, struct snd_job **out, struct 
 static bool on_ssh(const struct snd_lane *l)
 {
 	return l->dp.name && strcmp(l->dp.name, "ssh") == 0;
-}
-
-static void add(atomic_uint_fast64_t *c, uint64_t v)
-{
-	atomic_fetch_add_explicit(c, v, memory_order_relaxed); /* a statistic: no ordering */
-}
-
-#define RESEND_CUT ((size_t)1 << (sizeof(size_t) * 8 - 1)) /* in resend: its stream was cut off */
-
-/* Keeps idx for later: cut (its stream died with its data path: it will count as resent) or not (no
- * stream could be opened for it just now). Returns false when there is no memory. */
-static bool requeue(struct sender *s, size_t idx, bool cut)
-{
-	if (cut)
-		idx |= RESEND_CUT;
-	bool ok = true;
-	pthread_mutex_lock(&s->lock);
-	if (s->n_resend == s->cap_resend) {
-		size_t ncap = s->cap_resend ? s->cap_resend * 2 : 256;
-		size_t *nr = realloc(s->resend, ncap * sizeof(*nr));
-		if (nr) {
-			s->resend = nr;
-			s->cap_resend = ncap;
-		}
-	}
-	if (s->n_resend < s->cap_resend) {
-		s->resend[s->n_resend++] = idx;
-		atomic_store_explicit(&s->pending_resend, s->n_resend, memory_order_relaxed);
-	} else {
-		ok = false;
-	}
-	pthread_mutex_unlock(&s->lock);
-	return ok;
-}
-
-/* The next entry nobody has: one waiting to be sent again first, else the next unclaimed one. */
-static bool claim(struct sender *s, size_t *idx, bool *again)
-{
-	if (atomic_load_explicit(&s->pending_resend, memory_order_relaxed) > 0) {
-		pthread_mutex_lock(&s->lock);
-		bool got = s->n_resend > 0;
-		if (got) {
-			size_t v = s->resend[--s->n_resend];
-			*idx = v & ~RESEND_CUT;
-			*again = (v & RESEND_CUT) != 0;
-			atomic_store_explicit(&s->pending_resend, s->n_resend, memory_order_relaxed);
-		}
-		pthread_mutex_unlock(&s->lock);
-		if (got)
-			return true;
-	}
-	if (atomic_load_explicit(&s->next, memory_order_relaxed) >= s->n)
-		return false;
-	/* relaxed: the index is all that is shared; the entries were written before the lanes started */
-	size_t i = atomic_fetch_add_explicit(&s->next, 1, memory_order_relaxed);
-	if (i >= s->n)
-		return false;
-	*idx = i;
-	*again = false;
-	return true;
 }
 
 void sender_lane_init(struct snd_lane *l, struct sender *s, const struct net_dp *dp, size_t max_in_flight)
@@ -457,20 +687,29 @@ int sender_pump(struct snd_lane *l, struct qs_err *err)
 {
 	struct sender *s = l->s;
 	while (l->in_flight < l->max_in_flight) {
-		size_t idx;
 		bool again;
-		if (!claim(s, &idx, &again))
+		struct snd_entry *e = take(l, &again);
+		if (!e)
 			return 0;
+		if (e->walk) {
+			int rc = list_dir(l, s, e);
+			free(e);
+			atomic_fetch_sub_explicit(&s->remaining, 1, memory_order_release);
+			if (rc < 0)
+				return qs_err_set(err, rc, "cannot list a directory: %s", strerror(-rc));
+			continue;
+		}
 		struct snd_job *j = NULL;
-		int rc = job_new(l, idx, &j, err);
+		int rc = job_new(l, e, &j, err);
 		if (rc < 0) {
-			requeue(s, idx, again);
+			again ? requeue(s, e, true) : give(l, e);
 			return rc;
 		}
 		rc = net_dp_stream_open(&l->dp, j, &j->sid);
 		if (rc < 0) {
+			j->e = NULL;
 			job_free(j);
-			if (!requeue(s, idx, again))
+			if ((again ? !requeue(s, e, true) : give(l, e) < 0))
 				return qs_err_set(err, -ENOMEM, "out of memory");
 			if (rc == -EAGAIN)
 				return 0; /* the peer's limit for now: another try after a stream closes */
@@ -479,7 +718,7 @@ int sender_pump(struct snd_lane *l, struct qs_err *err)
 		if (again)
 			add(&l->c.files_resent, 1);
 		l->in_flight++;
-		l->streams_opened++;
+		add(&l->streams_opened, 1);
 		add(&l->c.in_flight, 1);
 		if (on_ssh(l))
 			add(&l->c.streams_sent_ssh, 1);
@@ -487,24 +726,13 @@ int sender_pump(struct snd_lane *l, struct qs_err *err)
 	return 0;
 }
 
-bool sender_exhausted(struct sender *s)
+void sender_stats(struct snd_lane *const *lanes, size_t n, struct sender *s, struct engine_stats *st)
 {
-	return atomic_load_explicit(&s->next, memory_order_relaxed) >= s->n &&
-	       atomic_load_explicit(&s->pending_resend, memory_order_relaxed) == 0;
-}
-
-static uint64_t get(const atomic_uint_fast64_t *c)
-{
-	return atomic_load_explicit(c, memory_order_relaxed);
-}
-
-void sender_stats(struct snd_lane *const *lanes, size_t n, const struct sender *s, struct engine_stats *st)
-{
-	st->files_discovered = s->files_discovered;
-	st->bytes_total = s->bytes_total;
+	st->files_discovered = get(&s->files_discovered);
+	st->bytes_total = get(&s->bytes_total);
+	st->streams_total = get(&s->entries);
 	st->files_done = st->files_failed = st->bytes_done = st->bytes_sent = st->wire_bytes = 0;
 	st->files_resent = st->files_done_quic = st->files_done_ssh = 0;
-	st->streams_total = s->n;
 	st->streams_done_quic = st->streams_sent_ssh = 0;
 	st->files_in_flight = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -525,17 +753,16 @@ void sender_stats(struct snd_lane *const *lanes, size_t n, const struct sender *
 
 void sender_free(struct sender *s)
 {
-	for (size_t i = 0; i < s->n; i++) {
-		struct snd_entry *e = &s->ents[i];
-		if (e->big && e->range_idx > 0)
-			continue; /* range 0 owns the strings and the snd_big */
-		free(e->rel);
-		free(e->abs);
-		free(e->link);
-		free(e->big);
-	}
-	free(s->ents);
-	s->ents = NULL;
+	for (size_t i = 0; i < s->n_local; i++)
+		entry_free(s->local[i]);
+	free(s->local);
+	s->local = NULL;
+	s->n_local = s->cap_local = 0;
+	for (size_t i = 0; i < s->n_resend; i++)
+		entry_free(s->resend[i]);
+	free(s->resend);
+	s->resend = NULL;
+	s->n_resend = s->cap_resend = 0;
 	for (size_t i = 0; i < s->n_roots; i++) {
 		if (s->roots[i].fd >= 0)
 			close(s->roots[i].fd);
@@ -544,13 +771,9 @@ void sender_free(struct sender *s)
 	free(s->roots);
 	s->roots = NULL;
 	s->n_roots = 0;
-	free(s->resend);
-	s->resend = NULL;
-	s->n_resend = s->cap_resend = 0;
 	if (s->o)
 		pthread_mutex_destroy(&s->lock);
 	s->o = NULL;
-	s->n = s->cap = 0;
 }
 
 /* ---- data plane callbacks ---- */
@@ -564,7 +787,7 @@ static ssize_t fail_job(struct snd_job *j, int code, const char *what)
 static ssize_t snd_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t cap, int *fin)
 {
 	struct snd_job *j = user;
-	const struct snd_entry *e = &j->l->s->ents[j->idx];
+	const struct snd_entry *e = j->e;
 	uint64_t size = entry_size(e);
 	size_t n = 0;
 
@@ -683,14 +906,14 @@ static void snd_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 	struct snd_job *j = user;
 	if (!j)
 		return;
-	const struct snd_entry *e = &s->ents[j->idx];
+	struct snd_entry *e = j->e;
 	const char *name = e->rel[0] ? e->rel : ".";
 	/* The receiver acks OK only once the entry is in place, so an OK ack is enough even if the stream
 	 * then ends with an error (the data path going away before the last close). */
 	bool confirmed = j->acked && j->ack_status == NET_STREAM_OK && j->phase == PH_SENT;
 	bool requeued = false;
-	if (!confirmed && app_error == NET_DP_GONE && !j->acked && j->msg[0] == '\0' &&
-	    requeue(s, j->idx, true)) {
+	if (!confirmed && app_error == NET_DP_GONE && !j->acked && j->msg[0] == '\0' && requeue(s, e, true)) {
+		j->e = NULL; /* the resend queue has it now */
 		requeued = true;
 		/* the data path died under it: it goes again on the next one (the receiver has dropped
 		 * whatever part of it had arrived) */

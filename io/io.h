@@ -154,4 +154,13 @@ struct io_walk_ent {
 int io_walk(const char *path, const char *prefix, bool recursive,
             int (*cb)(void *ctx, const struct io_walk_ent *e), void *ctx, struct qs_err *err);
 
+/* One directory of a walk done in pieces (the sender walks each directory as a job of its own, on
+ * whichever worker takes it): reads every entry of the directory open as dfd (taken over, closed
+ * before returning), in name order, lstats each (fstatat, no symlink followed; entries that vanish
+ * meanwhile are skipped) and calls cb with its name, stat and the directory's fd (for readlinkat or
+ * openat while cb runs). cb returns 0 to go on or a negative errno to stop. Returns 0 or a negative
+ * errno with err. */
+int io_dir_read(int dfd, int (*cb)(void *ctx, const char *name, const struct stat *st, int dfd), void *ctx,
+                struct qs_err *err);
+
 #endif

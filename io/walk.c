@@ -173,6 +173,45 @@ out:
 	return rc;
 }
 
+int io_dir_read(int dfd, int (*cb)(void *ctx, const char *name, const struct stat *st, int dfd), void *ctx,
+                struct qs_err *err)
+{
+	char **names = NULL;
+	size_t n = 0;
+	int rc;
+	DIR *d = fdopendir(dfd);
+	if (!d) {
+		rc = -errno;
+		close(dfd);
+		return qs_err_set(err, rc, "cannot read the directory: %s", strerror(-rc));
+	}
+	rc = read_names(d, &names, &n);
+	if (rc < 0) {
+		qs_err_set(err, rc, "cannot read the directory: %s", strerror(-rc));
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct stat st;
+		if (fstatat(dirfd(d), names[i], &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno == ENOENT)
+				continue; /* vanished since readdir: nothing to send */
+			rc = -errno;
+			qs_err_set(err, rc, "cannot stat \"%s\": %s", QP(names[i]), strerror(-rc));
+			goto out;
+		}
+		rc = cb(ctx, names[i], &st, dirfd(d));
+		if (rc < 0) {
+			qs_err_set(err, rc, "stopped at \"%s\": %s", QP(names[i]), strerror(-rc));
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	free_names(names, n);
+	closedir(d);
+	return rc;
+}
+
 int io_walk(const char *path, const char *prefix, bool recursive,
             int (*cb)(void *ctx, const struct io_walk_ent *e), void *ctx, struct qs_err *err)
 {

@@ -67,8 +67,13 @@ set -e
 check test "$rc" -ne 0
 check grep -qi 'remote-path\|not found\|closed' "$work/err.txt"
 
-# 8. A source directory swapped for a symlink after the walk (a local attacker racing the sender):
-# the file under it is not read through the link; outside data never leaves, and the run says so.
+# 8. A source directory swapped for a symlink once the transfer has begun (a local attacker racing the
+# sender; the swap runs as the remote side starts, after the sources were looked at). Nothing is ever
+# read through the link: outside data never leaves.
+# a) the swapped directory is the source itself ("src/z/"): it is read through the directory held open
+#    since the start, so what arrives is what was inside it;
+# b) it is below the source ("src/"): listed after the swap, it is what it is then, a symlink, and
+#    travels as one (-a), never followed.
 mkdir -p "$work/race/src/z" "$work/race/outside"
 printf 'inside\n' >"$work/race/src/z/f"
 printf 'OUTSIDE SECRET\n' >"$work/race/outside/f"
@@ -78,15 +83,16 @@ mv "$work/race/src/z" "$work/race/z.old" && ln -s "$work/race/outside" "$work/ra
 exec "$QSYNC_BIN" "\$@"
 SH
 chmod +x "$work/race/swap.sh"
-set +e
-"$QSYNC_BIN" -a -q -e "$QS_RSH" --remote-path "$work/race/swap.sh" "$work/race/src/" "$me@127.0.0.1:$work/race/dst/" \
+"$QSYNC_BIN" -a -q -e "$QS_RSH" --remote-path "$work/race/swap.sh" "$work/race/src/z/" "$me@127.0.0.1:$work/race/dsta/" \
 	2>"$work/race/err"
-rc=$?
-set -e
-check test "$rc" = 23
-check grep -q 'changed since it was scanned' "$work/race/err"
-check test ! -e "$work/race/dst/z/f"
-check test -z "$(grep -rl 'OUTSIDE SECRET' "$work/race/dst" 2>/dev/null)"
+check test "$(cat "$work/race/dsta/f")" = inside
+check test -z "$(grep -rl 'OUTSIDE SECRET' "$work/race/dsta" 2>/dev/null)"
+rm "$work/race/src/z" && mv "$work/race/z.old" "$work/race/src/z"
+"$QSYNC_BIN" -a -q -e "$QS_RSH" --remote-path "$work/race/swap.sh" "$work/race/src/" "$me@127.0.0.1:$work/race/dst/" \
+	2>>"$work/race/err"
+check test -L "$work/race/dst/z"
+check test "$(readlink "$work/race/dst/z")" = "$work/race/outside"
+check test -z "$(find "$work/race/dst" -type f -exec grep -l 'OUTSIDE SECRET' {} +)"
 
 # 9. The receiver stopped by SIGTERM in the middle of a file: it exits, the client reports failure,
 # and neither a temporary nor a partial file is left in the destination.

@@ -72,7 +72,7 @@ check test "$(field files_done_quic "$work/2.json")" = 0
 sshd_stop
 qs_net_down
 
-# ---- 3. UDP dropped mid-transfer: 300 small files go first (walk order), then a 96 MiB file
+# ---- 3. UDP dropped mid-transfer: 300 small files and a 96 MiB file (six ranges)
 mkdir -p "$work/mid/a"
 python3 - "$work/mid/a" <<'PY'
 import os, sys, random
@@ -91,10 +91,10 @@ SSHD_NETNS=$QS_NS_B SSHD_LISTEN_ADDR=$QS_IP_B sshd_start
 qs_in_a "$QSYNC_BIN" -a --json --progress --quic-idle 1.5 -e "$QS_RSH" --remote-path "$QSYNC_BIN" \
 	"$work/mid/" "$me@$QS_IP_B:$work/dst3/" >"$work/3.json" 2>"$work/3.err" &
 client=$!
-# once QUIC has confirmed the small files and the big one is moving, UDP stops
+# once QUIC has moved a good part (40 MB of about 100 at 100 Mbit/s: some 5 s are left), UDP stops
 blocked=0
 for _ in $(seq 1 300); do
-	if grep -q '"files_done":30[0-9]' "$work/3.json" 2>/dev/null; then
+	if grep -q '"bytes_sent":[4-9][0-9]\{7\}' "$work/3.json" 2>/dev/null; then
 		block_udp
 		blocked=1
 		break
@@ -112,13 +112,13 @@ check tree_compare "$work/mid" "$work/dst3"
 check test "$(field data_path "$work/3.json")" = ssh
 check grep -q 'mid-transfer' <<<"$(field data_path_reason "$work/3.json")"
 # the switch is an event of its own, and it came after QUIC had confirmed files
-check grep -q '"event":"data_path","path":"ssh".*"files_done":3[0-9][0-9]' "$work/3.json"
+check grep -q '"event":"data_path","path":"ssh".*"files_done":[1-9]' "$work/3.json"
 # streams: one per small file, one per 16 MiB range of the big one
 total=$(field streams_total "$work/3.json")
 quic=$(field streams_done_quic "$work/3.json")
 ssh=$(field streams_sent_ssh "$work/3.json")
 echo "streams $total, confirmed over QUIC $quic, sent over SSH $ssh"
-check test "$(field files_done_quic "$work/3.json")" -ge 300
+check test "$quic" -ge 1
 check test "$ssh" -ge 1
 # nothing QUIC confirmed went again, whole files or ranges: SSH carried exactly what QUIC had not
 check test $((quic + ssh)) = "$total"

@@ -33,6 +33,19 @@ for w in 1 2; do
 	check clean "$work/w$w.err"
 done
 
+# work stealing: every listing starts on worker 0's deque; with two workers the second gets its work by
+# stealing, and both connections carry streams (none sits idle while the other has a backlog)
+"$QSYNC_BIN" -a --json --workers 2 -e "$QS_RSH" --remote-path "$QSYNC_BIN" "$work/src/" \
+	"$me@127.0.0.1:$work/steal/" >"$work/steal.json" 2>"$work/steal.err"
+check tree_compare "$work/src" "$work/steal"
+if [ "$cores" -ge 2 ]; then
+	check test "$(field steals "$work/steal.json")" -ge 1
+	check python3 -c 'import json,sys
+s=[json.loads(l) for l in open(sys.argv[1]) if "summary" in l][-1]
+lanes=s["lane_streams"]
+assert len(lanes) == 2 and min(lanes) > 0 and sum(lanes) == s["streams_total"], lanes' "$work/steal.json"
+fi
+
 # far more entries than streams: each lane waits for its streams to close before it opens more
 "$QSYNC_BIN" -a --json --workers 2 --streams 4 -e "$QS_RSH" --remote-path "$QSYNC_BIN" "$work/src/" \
 	"$me@127.0.0.1:$work/narrow/" >"$work/narrow.json" 2>"$work/narrow.err"
