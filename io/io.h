@@ -125,6 +125,14 @@ int io_wfile_pwrite(struct io_wfile *w, const void *buf, size_t len, uint64_t of
  * was). */
 int io_wfile_commit(struct io_wfile *w, const struct io_meta *meta, bool do_fsync, struct qs_err *err);
 
+/* The quick check, as rsync's: is rel (beneath dc's root) already a regular file of this size and
+ * mtime? Returns 1 when it is, after applying what fix asks for that differs (owner with set_owner,
+ * permission bits with set_mode; mtime needs nothing), 0 when it must be sent (absent, another type,
+ * different, or its metadata cannot be fixed in place), or a negative errno with err for a path that
+ * cannot be looked at. A symlink under the name is never followed. */
+int io_unchanged_dc(struct io_dircache *dc, const char *rel, uint64_t size, int64_t mtime_ns,
+                    const struct io_meta *fix, struct qs_err *err);
+
 /* Drops the file and closes everything; the final name is untouched. Safe to call twice. */
 void io_wfile_abort(struct io_wfile *w);
 
@@ -136,6 +144,59 @@ int io_symlink_beneath(int rootfd, const char *rel, const char *target, const st
 /* Applies meta to an existing entry rel beneath rootfd ("" = the root), without following a symlink at
  * the last component (used for directories after their contents are written). */
 int io_meta_apply_beneath(int rootfd, const char *rel, const struct io_meta *meta, struct qs_err *err);
+
+/* ---- io_uring: one ring per lane ------------------------------------------------------------ */
+
+/* A write in flight: embedded by the caller in what the write belongs to. done() runs from io_ring_reap
+ * (or io_ring_drain) on the ring's thread with res = 0.. bytes written (always len: a short write is
+ * reported as -EIO) or a negative errno; the buffer may be reused from then on. */
+struct io_ring_op {
+	void (*done)(struct io_ring_op *op, int res);
+	size_t len; /* set by io_ring_write */
+};
+
+struct io_ring;
+
+/* A ring of depth entries. async: every write goes to the kernel's io-wq workers (IOSQE_ASYNC), so the
+ * copy into the page cache runs beside the submitting thread instead of inside its submit. Returns 0 or
+ * a negative errno (no io_uring here: the caller writes synchronously instead). One thread uses a ring. */
+int io_ring_new(unsigned depth, bool async, struct io_ring **out);
+
+/* Waits for every write in flight (calling done), then frees r. NULL is fine. */
+void io_ring_free(struct io_ring *r);
+
+/* An eventfd that becomes readable when completions are waiting (poll it beside the socket). */
+int io_ring_fd(const struct io_ring *r);
+
+/* Submits a positioned write of buf[0..len) to fd at off. buf must stay untouched, and fd open, until
+ * done() (the kernel's worker looks fd up when it runs the write). Returns 0, or -EBUSY when the ring
+ * is full (write synchronously then). */
+int io_ring_write(struct io_ring *r, struct io_ring_op *op, int fd, const void *buf, size_t len,
+                  uint64_t off);
+
+/* Registers n buffers for reads (io_uring fixed buffers: pinned once, not per read). Returns 0 or a
+ * negative errno (reads then go to plain buffers). */
+struct iovec;
+int io_ring_register(struct io_ring *r, const struct iovec *bufs, unsigned n);
+
+/* Submits a positioned read of up to len bytes of fd at off into buf, registered buffer buf_index
+ * (or -1 for a plain buffer); done() gets the bytes read (may be short: 0 at the end of the file) or a
+ * negative errno. Reads are not sent to io-wq: from the page cache they complete inline; otherwise the
+ * kernel queues them itself. Same rules for fd and buf as a write. Returns 0 or -EBUSY. */
+int io_ring_read(struct io_ring *r, struct io_ring_op *op, int fd, void *buf, size_t len, uint64_t off,
+                 int buf_index);
+
+/* Submits anything still queued. Returns 0 or a negative errno. */
+int io_ring_submit(struct io_ring *r);
+
+/* Calls done() for every completion waiting; never blocks. Returns how many. */
+int io_ring_reap(struct io_ring *r);
+
+/* Submits what is queued and waits until nothing is in flight. */
+void io_ring_drain(struct io_ring *r);
+
+/* Writes queued or submitted and not yet reaped. */
+unsigned io_ring_inflight(const struct io_ring *r);
 
 /* ---- sender: tree walk ----------------------------------------------------------------------- */
 

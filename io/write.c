@@ -555,3 +555,41 @@ out:
 		                          : strerror(-rc));
 	return rc;
 }
+
+int io_unchanged_dc(struct io_dircache *dc, const char *rel, uint64_t size, int64_t mtime_ns,
+                    const struct io_meta *fix, struct qs_err *err)
+{
+	const char *base;
+	struct io_dirref ref;
+	struct stat st;
+	int rc = io_dircache_parent(dc, rel, &base, &ref, err);
+	if (rc < 0)
+		return rc;
+	rc = 0;
+	if (fstatat(ref.fd, base, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode) ||
+	    (uint64_t)st.st_size != size ||
+	    (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec != mtime_ns)
+		goto out;
+	bool chown_it = fix && fix->set_owner &&
+	                ((fix->uid != (uint32_t)-1 && st.st_uid != fix->uid) ||
+	                 (fix->gid != (uint32_t)-1 && st.st_gid != fix->gid));
+	bool chmod_it = fix && fix->set_mode && (st.st_mode & 07777) != (fix->mode & 07777);
+	if (chown_it || chmod_it) {
+		/* through an fd of the very file looked at: a name swapped meanwhile is not touched */
+		int fd = openat(ref.fd, base, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+		struct stat now;
+		if (fd < 0)
+			goto out; /* (unreadable to us: sent, and replaced, instead) */
+		bool ok =
+		    fstat(fd, &now) == 0 && now.st_ino == st.st_ino && now.st_dev == st.st_dev &&
+		    (!chown_it || fchown(fd, fix->uid, fix->gid) == 0) &&
+		    (!(chmod_it || (chown_it && (fix->mode & 06000))) || fchmod(fd, fix->mode & 07777) == 0);
+		close(fd);
+		if (!ok)
+			goto out;
+	}
+	rc = 1;
+out:
+	io_dircache_put(dc, &ref);
+	return rc;
+}

@@ -447,6 +447,54 @@ static void test_dircache(void)
 	io_dircache_free(dc);
 }
 
+/* The quick check: same size and mtime of a regular file, nothing followed; fixes applied through the
+ * file itself. */
+static void test_unchanged(void)
+{
+	struct io_dircache *dc = NULL;
+	struct qs_err e = {0};
+	struct stat st;
+	struct timespec ts[2] = {{.tv_sec = 100, .tv_nsec = 5}, {.tv_sec = 100, .tv_nsec = 5}};
+	const int64_t t = 100000000005LL;
+	mkdir(P("root/q"), 0755);
+	put_file(P("root/q/f"), "hello");
+	chmod(P("root/q/f"), 0644);
+	CHECK(utimensat(AT_FDCWD, P("root/q/f"), ts, 0) == 0);
+	CHECK(symlink(P("outside/victim"), P("root/q/link")) == 0);
+	CHECK(utimensat(AT_FDCWD, P("root/q/link"), ts, AT_SYMLINK_NOFOLLOW) == 0);
+	mkdir(P("root/q/dir"), 0755);
+	CHECK(utimensat(AT_FDCWD, P("root/q/dir"), ts, 0) == 0);
+	CHECK_RC(io_dircache_new(root, &dc), 0);
+
+	CHECK_RC(io_unchanged_dc(dc, "q/f", 5, t, NULL, &e), 1);
+	CHECK_RC(io_unchanged_dc(dc, "q/f", 6, t, NULL, &e), 0);     /* size */
+	CHECK_RC(io_unchanged_dc(dc, "q/f", 5, t + 1, NULL, &e), 0); /* a nanosecond */
+	CHECK_RC(io_unchanged_dc(dc, "q/absent", 5, t, NULL, &e), 0);
+	CHECK_RC(io_unchanged_dc(dc, "q/link", 8, t, NULL, &e), 0); /* the victim is 8 bytes: not followed */
+	CHECK_RC(io_unchanged_dc(dc, "q/dir", 0, t, NULL, &e), 0);
+	CHECK_RC(io_unchanged_dc(dc, "../outside/victim", 8, t, NULL, &e), -EINVAL);
+
+	/* a fix: mode through the file, and only when asked for */
+	struct io_meta fix = {.mode = 0600, .set_mode = true, .uid = (uint32_t)-1, .gid = (uint32_t)-1};
+	CHECK_RC(io_unchanged_dc(dc, "q/f", 5, t, &fix, &e), 1);
+	CHECK(lstat(P("root/q/f"), &st) == 0 && (st.st_mode & 07777) == 0600);
+	fix.set_mode = false;
+	fix.mode = 0666;
+	CHECK_RC(io_unchanged_dc(dc, "q/f", 5, t, &fix, &e), 1);
+	CHECK(lstat(P("root/q/f"), &st) == 0 && (st.st_mode & 07777) == 0600);
+	CHECK(st.st_mtim.tv_sec == 100 && st.st_mtim.tv_nsec == 5); /* the fix leaves the mtime */
+	if (geteuid() == 0) {
+		fix = (struct io_meta){.uid = 4242, .gid = 4343, .set_owner = true};
+		CHECK_RC(io_unchanged_dc(dc, "q/f", 5, t, &fix, &e), 1);
+		CHECK(lstat(P("root/q/f"), &st) == 0 && st.st_uid == 4242 && st.st_gid == 4343);
+	}
+	/* a link's victim is never changed by a fix */
+	fix = (struct io_meta){.mode = 0600, .set_mode = true, .uid = (uint32_t)-1, .gid = (uint32_t)-1};
+	CHECK_RC(io_unchanged_dc(dc, "q/link", 8, t, &fix, &e), 0);
+	CHECK(lstat(P("outside/victim"), &st) == 0 && (st.st_mode & 07777) != 0600);
+	io_dircache_free(dc);
+}
+
 static void test_symlink(void)
 {
 	struct qs_err e = {0};
@@ -688,6 +736,7 @@ int main(void)
 	test_abort_and_replace();
 	test_unnamed();
 	test_dircache();
+	test_unchanged();
 	teardown();
 	/* the named-temporary path, for file systems without O_TMPFILE */
 	setup();

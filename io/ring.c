@@ -1,0 +1,166 @@
+/* One io_uring per lane (io/io.h): positioned writes submitted in batches and completed off the lane's
+ * thread (IOSQE_ASYNC: the kernel's io-wq workers copy into the page cache while the lane goes on with
+ * its packets), their completions announced on an eventfd the lane polls beside its socket. The caller
+ * embeds a struct io_ring_op in whatever the write belongs to; done() is called from io_ring_reap(), on
+ * the lane's own thread. */
+#include <errno.h>
+#include <liburing.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "io/io.h"
+
+struct io_ring {
+	struct io_uring ring;
+	int efd;
+	unsigned inflight; /* submitted or queued, not yet reaped */
+	unsigned queued;   /* prepared, not yet submitted */
+	unsigned nbufs;    /* registered buffers */
+	bool async;
+};
+
+int io_ring_new(unsigned depth, bool async, struct io_ring **out)
+{
+	struct io_ring *r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	/* No SINGLE_ISSUER: the ring is made and drained by the control thread, used by a worker. */
+	int rc = io_uring_queue_init(depth, &r->ring, 0);
+	if (rc < 0) {
+		free(r);
+		return rc;
+	}
+	r->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (r->efd < 0 || io_uring_register_eventfd(&r->ring, r->efd) < 0) {
+		rc = r->efd < 0 ? -errno : -EINVAL;
+		if (r->efd >= 0)
+			close(r->efd);
+		io_uring_queue_exit(&r->ring);
+		free(r);
+		return rc;
+	}
+	r->async = async;
+	*out = r;
+	return 0;
+}
+
+int io_ring_fd(const struct io_ring *r)
+{
+	return r->efd;
+}
+
+unsigned io_ring_inflight(const struct io_ring *r)
+{
+	return r->inflight;
+}
+
+int io_ring_submit(struct io_ring *r)
+{
+	if (r->queued == 0)
+		return 0;
+	int rc = io_uring_submit(&r->ring);
+	if (rc < 0)
+		return rc;
+	r->queued -= (unsigned)rc < r->queued ? (unsigned)rc : r->queued;
+	return 0;
+}
+
+int io_ring_write(struct io_ring *r, struct io_ring_op *op, int fd, const void *buf, size_t len, uint64_t off)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+	if (!sqe) {
+		/* the submission queue is full: send what is there and try once more */
+		if (io_ring_submit(r) < 0 || !(sqe = io_uring_get_sqe(&r->ring)))
+			return -EBUSY;
+	}
+	io_uring_prep_write(sqe, fd, buf, (unsigned)len, off);
+	if (r->async)
+		sqe->flags |= IOSQE_ASYNC;
+	io_uring_sqe_set_data(sqe, op);
+	op->len = len;
+	r->queued++;
+	r->inflight++;
+	/* At once: an io-wq worker looks the fd up when it runs the write, so the caller must not close
+	 * (and the process must not reuse) fd until done(); submitting now keeps that window to the write
+	 * itself rather than the time until the next batch. */
+	return io_ring_submit(r);
+}
+
+int io_ring_register(struct io_ring *r, const struct iovec *bufs, unsigned n)
+{
+	int rc = io_uring_register_buffers(&r->ring, bufs, n);
+	if (rc == 0)
+		r->nbufs = n;
+	return rc;
+}
+
+int io_ring_read(struct io_ring *r, struct io_ring_op *op, int fd, void *buf, size_t len, uint64_t off,
+                 int buf_index)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+	if (!sqe) {
+		if (io_ring_submit(r) < 0 || !(sqe = io_uring_get_sqe(&r->ring)))
+			return -EBUSY;
+	}
+	if (buf_index >= 0 && (unsigned)buf_index < r->nbufs)
+		io_uring_prep_read_fixed(sqe, fd, buf, (unsigned)len, off, buf_index);
+	else
+		io_uring_prep_read(sqe, fd, buf, (unsigned)len, off);
+	io_uring_sqe_set_data(sqe, op);
+	op->len = 0; /* a read may be short (the file shrank): the caller judges */
+	r->queued++;
+	r->inflight++;
+	return io_ring_submit(r);
+}
+
+int io_ring_reap(struct io_ring *r)
+{
+	uint64_t sink;
+	int n = 0;
+	(void)!read(r->efd, &sink, sizeof(sink));
+	for (;;) {
+		struct io_uring_cqe *cqe;
+		if (io_uring_peek_cqe(&r->ring, &cqe) != 0 || !cqe)
+			break;
+		struct io_ring_op *op = io_uring_cqe_get_data(cqe);
+		int res = cqe->res;
+		io_uring_cqe_seen(&r->ring, cqe);
+		r->inflight--;
+		n++;
+		/* a short write to a regular file means the disk could not take it all */
+		if (res >= 0 && op->len && (size_t)res != op->len)
+			res = -EIO;
+		op->done(op, res);
+	}
+	return n;
+}
+
+void io_ring_drain(struct io_ring *r)
+{
+	(void)io_ring_submit(r);
+	while (r->inflight > 0) {
+		struct io_uring_cqe *cqe;
+		if (io_uring_wait_cqe(&r->ring, &cqe) < 0)
+			break;
+		io_uring_cqe_seen(&r->ring, cqe);
+		r->inflight--;
+		struct io_ring_op *op = io_uring_cqe_get_data(cqe);
+		int res = cqe->res;
+		if (res >= 0 && op->len && (size_t)res != op->len)
+			res = -EIO;
+		op->done(op, res);
+	}
+}
+
+void io_ring_free(struct io_ring *r)
+{
+	if (!r)
+		return;
+	io_ring_drain(r);
+	io_uring_queue_exit(&r->ring);
+	close(r->efd);
+	free(r);
+}
