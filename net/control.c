@@ -47,6 +47,7 @@ static const char *const type_names[] = {
     [NET_CTL_BYE] = "bye",
     [NET_CTL_DATA_PATH] = "data_path",
     [NET_CTL_DATA_PATH_ACK] = "data_path_ack",
+    [NET_CTL_SYNC_READY] = "sync_ready",
 };
 
 static const char *const path_names[] = {[NET_CTL_PATH_QUIC] = "quic", [NET_CTL_PATH_SSH] = "ssh"};
@@ -726,9 +727,12 @@ static int parse_caps(const struct pctx *p, int obj, uint32_t *caps)
 			return mistyped(p, "capabilities", "an array of strings");
 		char buf[CTL_MAX_KEY];
 		if (tok_len(p, i) < sizeof(buf) &&
-		    unescape(tok_text(p, i), tok_len(p, i), buf, sizeof(buf), NULL) == 0 &&
-		    strcmp(buf, "quic-v1") == 0)
-			*caps |= NET_CAP_QUIC_V1;
+		    unescape(tok_text(p, i), tok_len(p, i), buf, sizeof(buf), NULL) == 0) {
+			if (strcmp(buf, "quic-v1") == 0)
+				*caps |= NET_CAP_QUIC_V1;
+			else if (strcmp(buf, "quick-check") == 0)
+				*caps |= NET_CAP_QUICK_CHECK;
+		}
 		i = skip(p->tok, p->ntok, i);
 	}
 	return 1;
@@ -865,7 +869,8 @@ static int parse_sync_start(struct pctx *p, struct net_ctl_sync_start *s)
 	    (rc = get_bool(p, o, "preserve_owner", &s->preserve_owner)) < 0 ||
 	    (rc = get_bool(p, o, "preserve_group", &s->preserve_group)) < 0 ||
 	    (rc = get_bool(p, o, "recursive", &s->recursive)) < 0 ||
-	    (rc = get_bool(p, o, "single_file", &s->single_file)) < 0)
+	    (rc = get_bool(p, o, "single_file", &s->single_file)) < 0 ||
+	    (rc = get_bool(p, o, "quick_check", &s->quick_check)) < 0)
 		return rc;
 	return 0;
 }
@@ -1042,6 +1047,9 @@ int net_ctl_parse(const char *line, size_t len, struct net_ctl_msg *out, struct 
 	case NET_CTL_DATA_PATH_ACK:
 		rc = parse_data_path(&p, &out->u.data_path);
 		break;
+	case NET_CTL_SYNC_READY:
+		rc = get_bool(&p, 0, "existing", &out->u.sync_ready.existing);
+		break;
 	case NET_CTL_BYE:
 	default:
 		rc = 0;
@@ -1162,6 +1170,11 @@ static void emit_caps(struct jw *w, uint32_t caps)
 	jw_raw(w, "[", 1);
 	if (caps & NET_CAP_QUIC_V1)
 		jw_lit(w, "\"quic-v1\"");
+	if (caps & NET_CAP_QUICK_CHECK) {
+		if (caps & NET_CAP_QUIC_V1)
+			jw_raw(w, ",", 1);
+		jw_lit(w, "\"quick-check\"");
+	}
 	jw_raw(w, "]", 1);
 }
 
@@ -1243,6 +1256,8 @@ ssize_t net_ctl_emit(const struct net_ctl_msg *m, char *buf, size_t cap)
 		jw_bool(&w, "preserve_group", s->preserve_group);
 		jw_bool(&w, "recursive", s->recursive);
 		jw_bool(&w, "single_file", s->single_file);
+		if (s->quick_check)
+			jw_bool(&w, "quick_check", s->quick_check);
 		jw_close(&w);
 		break;
 	}
@@ -1287,6 +1302,9 @@ ssize_t net_ctl_emit(const struct net_ctl_msg *m, char *buf, size_t cap)
 		JW_STR_OPT(&w, "checksum", a->checksum);
 		break;
 	}
+	case NET_CTL_SYNC_READY:
+		jw_bool(&w, "existing", m->u.sync_ready.existing);
+		break;
 	case NET_CTL_DATA_PATH:
 	case NET_CTL_DATA_PATH_ACK: {
 		const struct net_ctl_data_path *d = &m->u.data_path;

@@ -34,6 +34,7 @@ enum net_ctl_type {
 	NET_CTL_BYE,
 	NET_CTL_DATA_PATH,     /* client -> peer: carry the file data over SSH from here on */
 	NET_CTL_DATA_PATH_ACK, /* peer -> client: agreed; the last line before frames */
+	NET_CTL_SYNC_READY,    /* peer -> client: the destination is open (with quick_check) */
 };
 
 /* Where the file data travels. */
@@ -43,7 +44,8 @@ enum net_ctl_path {
 };
 
 /* Capability bits; on the wire they are the strings in brackets. Unknown strings are ignored. */
-#define NET_CAP_QUIC_V1 (1u << 0) /* "quic-v1" */
+#define NET_CAP_QUIC_V1     (1u << 0) /* "quic-v1" */
+#define NET_CAP_QUICK_CHECK (1u << 1) /* "quick-check": unchanged files are not sent (sync_ready, ASK) */
 
 /* hello / hello-ack. Required: version, capabilities. hello-ack also: quic_available. */
 struct net_ctl_hello {
@@ -89,6 +91,14 @@ struct net_ctl_sync_start {
 	bool recursive;
 	bool single_file;            /* the only entry is a regular file named by destination itself */
 	enum net_ctl_path data_path; /* "data_path" (optional, default "quic"); "ssh": frames follow */
+	bool quick_check; /* options.quick_check: skip files the destination has with the same size and
+	                   * mtime (the peer answers sync_ready) */
+};
+
+/* sync_ready, peer -> client, after sync_start with quick_check. Optional: existing (default false):
+ * the destination was there before this transfer, so entries may ask before they send (ASK). */
+struct net_ctl_sync_ready {
+	bool existing;
 };
 
 /* data_path, client -> peer. Required: path ("ssh"). reason optional: why (for the log). After this
@@ -151,6 +161,7 @@ struct net_ctl_msg {
 		struct net_ctl_sync_complete sync_complete;
 		struct net_ctl_ack_complete ack_complete;
 		struct net_ctl_data_path data_path; /* DATA_PATH and DATA_PATH_ACK */
+		struct net_ctl_sync_ready sync_ready;
 	} u;
 };
 

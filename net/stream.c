@@ -278,6 +278,11 @@ static int check_flags_size(uint32_t flags, uint64_t size, const char **why)
 		*why = "symlink target size outside 1..4096";
 		return -EPROTO;
 	}
+	if ((flags & NET_STREAM_F_ASK) &&
+	    (flags & (NET_STREAM_F_DIR | NET_STREAM_F_SYMLINK | NET_STREAM_F_ROOT))) {
+		*why = "ASK on something that is not a regular file";
+		return -EPROTO;
+	}
 	if ((flags & NET_STREAM_F_RANGE) &&
 	    (flags & (NET_STREAM_F_DIR | NET_STREAM_F_SYMLINK | NET_STREAM_F_ROOT))) {
 		*why = "RANGE on something that is not a regular file";

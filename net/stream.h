@@ -19,14 +19,22 @@
 #define NET_STREAM_MAX_RANGES  (1u << 20)      /* ranges of one file */
 #define NET_STREAM_TRAILER_LEN 8
 #define NET_STREAM_MAX_ACK_MSG 1024
-#define NET_STREAM_MAX_ACK     (1 + 8 + NET_STREAM_MAX_ACK_MSG)
+#define NET_STREAM_MAX_ACK     (1 + 8 + NET_STREAM_MAX_ACK_MSG) /* (a verdict byte may come before) */
 
 /* flags */
 #define NET_STREAM_F_DIR     (1u << 0) /* a directory: size 0, no data */
 #define NET_STREAM_F_SYMLINK (1u << 1) /* a symlink: data is the target */
 #define NET_STREAM_F_ROOT    (1u << 2) /* applies to the destination root itself: path is empty */
 #define NET_STREAM_F_RANGE   (1u << 3) /* one byte range of a regular file (the range fields follow) */
-#define NET_STREAM_F_KNOWN   (NET_STREAM_F_DIR | NET_STREAM_F_SYMLINK | NET_STREAM_F_ROOT | NET_STREAM_F_RANGE)
+#define NET_STREAM_F_ASK     (1u << 4) /* a regular file: the sender waits for the verdict before the data */
+#define NET_STREAM_F_KNOWN                                                                                   \
+	(NET_STREAM_F_DIR | NET_STREAM_F_SYMLINK | NET_STREAM_F_ROOT | NET_STREAM_F_RANGE | NET_STREAM_F_ASK)
+
+/* The receiver's answer to an ASK entry, the first byte it sends back on the stream: SEND (the data
+ * follows from the sender, then the ack as usual), or HAVE (the destination has it already: the ack
+ * follows at once, and the sender ends its side right after the metadata, with no data or trailer). */
+#define NET_STREAM_VERDICT_SEND 'S'
+#define NET_STREAM_VERDICT_HAVE 'H'
 
 /* ack status */
 enum net_stream_status {

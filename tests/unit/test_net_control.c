@@ -116,6 +116,10 @@ static void test_round_trips(void)
 	ROUND_TRIP(m);
 	m->u.hello.caps = 0; /* empty array */
 	ROUND_TRIP(m);
+	m->u.hello.caps = NET_CAP_QUICK_CHECK;
+	ROUND_TRIP(m);
+	m->u.hello.caps = NET_CAP_QUIC_V1 | NET_CAP_QUICK_CHECK;
+	ROUND_TRIP(m);
 
 	m = fresh(NET_CTL_HELLO_ACK);
 	snprintf(m->u.hello.version, sizeof(m->u.hello.version), "1.7");
@@ -175,6 +179,8 @@ static void test_round_trips(void)
 	ROUND_TRIP(m);
 	m->u.sync_start.data_path = NET_CTL_PATH_SSH;
 	ROUND_TRIP(m);
+	m->u.sync_start.quick_check = true;
+	ROUND_TRIP(m);
 
 	m = fresh(NET_CTL_DATA_PATH);
 	m->u.data_path.path = NET_CTL_PATH_SSH;
@@ -182,6 +188,11 @@ static void test_round_trips(void)
 	ROUND_TRIP(m);
 	m = fresh(NET_CTL_DATA_PATH_ACK);
 	m->u.data_path.path = NET_CTL_PATH_SSH;
+	ROUND_TRIP(m);
+
+	m = fresh(NET_CTL_SYNC_READY);
+	ROUND_TRIP(m);
+	m->u.sync_ready.existing = true;
 	ROUND_TRIP(m);
 
 	m = fresh(NET_CTL_PROGRESS);
@@ -650,6 +661,13 @@ static void test_mistyped_fields(void)
 	CHECK_EQ(msg_a.u.hello.caps, NET_CAP_QUIC_V1);
 	EXPECT_PARSE("{\"type\":\"hello\",\"version\":\"1.0\",\"capabilities\":[\"zstd\"]}", 0, NULL);
 	CHECK_EQ(msg_a.u.hello.caps, 0);
+	EXPECT_PARSE(
+	    "{\"type\":\"hello\",\"version\":\"1.0\",\"capabilities\":[\"quick-check\",\"quic-v1\"]}", 0,
+	    NULL);
+	CHECK_EQ(msg_a.u.hello.caps, NET_CAP_QUIC_V1 | NET_CAP_QUICK_CHECK);
+	EXPECT_PARSE("{\"type\":\"sync_ready\",\"existing\":\"yes\"}", -EPROTO, "existing");
+	EXPECT_PARSE("{\"type\":\"sync_ready\"}", 0, NULL);
+	CHECK_EQ(msg_a.u.sync_ready.existing, false);
 	EXPECT_PARSE("{\"type\":\"hello\",\"version\":\"1.0\",\"capabilities\":"
 	             "[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\",\"l\",\"m\",\"n\","
 	             "\"o\",\"quic-v1\"]}",

@@ -421,6 +421,13 @@ static void test_meta_roundtrip(void)
 	CHECK_EQ(net_stream_meta_encode(&m, buf, sizeof(buf)), -EINVAL);
 	meta_set(&m, 7, NET_STREAM_F_RANGE | NET_STREAM_F_DIR, "big/file", 0);
 	CHECK_EQ(net_stream_meta_encode(&m, buf, sizeof(buf)), -EINVAL);
+	/* ASK: regular files and their ranges only */
+	meta_set(&m, 7, NET_STREAM_F_ASK | NET_STREAM_F_DIR, "d", 0);
+	CHECK_EQ(net_stream_meta_encode(&m, buf, sizeof(buf)), -EINVAL);
+	meta_set(&m, 7, NET_STREAM_F_ASK | NET_STREAM_F_SYMLINK, "l", 3);
+	CHECK_EQ(net_stream_meta_encode(&m, buf, sizeof(buf)), -EINVAL);
+	meta_set(&m, 7, NET_STREAM_F_ASK, "f", 3);
+	CHECK(net_stream_meta_encode(&m, buf, sizeof(buf)) > 0);
 	meta_set(&m, 7, NET_STREAM_F_RANGE, "big/file", 0); /* an empty range */
 	m.file_size = 10;
 	m.range_count = 2;
