@@ -58,6 +58,8 @@ static const char usage_text[] =
     "                         per core; the peer grants at most one per core of its own)\n"
     "      --memory=SIZE      flow-control windows and buffers of this side (default 256M; K M G)\n"
     "      --no-quic          carry the file data over the SSH connection, not QUIC\n"
+    "  -I, --ignore-times     send every file (default: skip those the destination has with the\n"
+    "                         same size and modification time)\n"
     "      --quic-timeout=S   seconds the QUIC handshake may take before the data goes over SSH\n"
     "                         instead (default 3)\n"
     "      --quic-idle=S      seconds without a QUIC packet mid-transfer before the rest goes over\n"
@@ -143,6 +145,7 @@ int cli_parse(int argc, char **argv, struct cli *c)
 	    {"quic-timeout", required_argument, NULL, OPT_QUIC_TIMEOUT},
 	    {"quic-idle", required_argument, NULL, OPT_QUIC_IDLE},
 	    {"no-quic", no_argument, NULL, OPT_NO_QUIC},
+	    {"ignore-times", no_argument, NULL, 'I'},
 	    {"workers", required_argument, NULL, OPT_WORKERS},
 	    {"memory", required_argument, NULL, OPT_MEMORY},
 	    {"timeout", required_argument, NULL, OPT_TIMEOUT},
@@ -159,7 +162,7 @@ int cli_parse(int argc, char **argv, struct cli *c)
 
 	engine_opts_default(o);
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, "+arlptogDvqe:PzhV", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "+arlptogDvqe:PzhVI", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'a':
 			o->recursive = o->links = o->perms = o->times = o->owner = o->group = true;
@@ -220,6 +223,9 @@ int cli_parse(int argc, char **argv, struct cli *c)
 			break;
 		case OPT_NO_QUIC:
 			o->no_quic = true;
+			break;
+		case 'I':
+			o->ignore_times = true;
 			break;
 		case OPT_STREAMS: {
 			char *end;

@@ -35,14 +35,16 @@ static void json_stats(FILE *f, const char *event, const struct engine_stats *st
 	fprintf(f, ",\"data_path_reason\":");
 	json_str(f, st->data_path_reason);
 	fprintf(f,
-	        ",\"files_resent\":%llu,\"files_done_quic\":%llu,\"files_done_ssh\":%llu,"
+	        ",\"files_unchanged\":%llu,\"files_resent\":%llu,\"files_done_quic\":%llu,\"files_done_ssh\":"
+	        "%llu,"
 	        "\"streams_total\":%llu,\"streams_done_quic\":%llu,\"streams_sent_ssh\":%llu,"
 	        "\"quic_port\":%u,\"streams_max\":%u,\"connections\":%u,\"steals\":%llu,"
 	        "\"lane_streams\":[",
-	        (unsigned long long)st->files_resent, (unsigned long long)st->files_done_quic,
-	        (unsigned long long)st->files_done_ssh, (unsigned long long)st->streams_total,
-	        (unsigned long long)st->streams_done_quic, (unsigned long long)st->streams_sent_ssh,
-	        st->quic_port, st->streams_max, st->connections, (unsigned long long)st->steals);
+	        (unsigned long long)st->files_unchanged, (unsigned long long)st->files_resent,
+	        (unsigned long long)st->files_done_quic, (unsigned long long)st->files_done_ssh,
+	        (unsigned long long)st->streams_total, (unsigned long long)st->streams_done_quic,
+	        (unsigned long long)st->streams_sent_ssh, st->quic_port, st->streams_max, st->connections,
+	        (unsigned long long)st->steals);
 	for (uint32_t i = 0; i < st->connections && i < ENGINE_MAX_LANES; i++)
 		fprintf(f, "%s%llu", i ? "," : "", (unsigned long long)st->lane_streams[i]);
 	fprintf(f, "]}\n");
@@ -146,6 +148,8 @@ void cli_on_event(void *ctx, const struct engine_event *ev)
 			       st->connections == 1 ? "" : "s", st->quic_port, st->streams_max);
 		else if (st->data_path_reason[0])
 			printf(" (%s)", st->data_path_reason);
+		if (st->files_unchanged)
+			printf("; %llu unchanged", (unsigned long long)st->files_unchanged);
 		if (st->files_resent)
 			printf("; %llu resent after the switch", (unsigned long long)st->files_resent);
 		printf("; %llu failed\n", (unsigned long long)st->files_failed);

@@ -48,6 +48,7 @@ struct client {
 	int evfd;         /* a worker whose lane failed wakes the control thread */
 	atomic_bool stop; /* the workers' end; release/acquire: the control thread joins them after */
 	bool peer_quic;
+	bool quick_check; /* asked for in sync_start: the peer answers sync_ready */
 	uint32_t peer_max_streams;
 	char conn_id[17];
 	uint64_t t0, last_progress;
@@ -141,7 +142,7 @@ static int hello(struct client *cl, struct qs_err *err)
 	memset(m, 0, sizeof(*m));
 	m->type = NET_CTL_HELLO;
 	snprintf(m->u.hello.version, sizeof(m->u.hello.version), "%s", NET_CTL_PROTO_VERSION);
-	m->u.hello.caps = NET_CAP_QUIC_V1;
+	m->u.hello.caps = NET_CAP_QUIC_V1 | NET_CAP_QUICK_CHECK;
 	if ((rc = net_ctl_send(cl->ctl, m, err)) < 0 ||
 	    (rc = engine_expect(cl->ctl, NET_CTL_HELLO_ACK, m, (int)cl->o->ctl_timeout_ms, err)) < 0) {
 		if (rc == -EPIPE)
@@ -158,6 +159,7 @@ static int hello(struct client *cl, struct qs_err *err)
 	}
 	cl->peer_quic = (m->u.hello.caps & NET_CAP_QUIC_V1) && m->u.hello.quic_available;
 	cl->peer_max_streams = m->u.hello.max_streams;
+	cl->quick_check = (m->u.hello.caps & NET_CAP_QUICK_CHECK) && !cl->o->ignore_times;
 	return ENGINE_EXIT_OK;
 }
 
@@ -238,6 +240,10 @@ static int quic_setup(struct client *cl, struct qs_err *err)
 			((struct sockaddr_in6 *)&to)->sin6_port = htons(ports[i]);
 		struct net_dp none = {0};
 		sender_lane_init(l, &cl->snd, &none, per_lane);
+		if (!getenv("QSYNC_NO_URING") && sender_lane_ring(l) < 0) {
+			qs_err_set(err, -ENOMEM, "out of memory");
+			goto out;
+		}
 		struct net_dp_cb cb = sender_dp_cb_template;
 		cb.ctx = l;
 		rc = net_quic_client_new((struct sockaddr *)&to, cl->peerlen, cl->conn_id, psk, &qc, &cb,
@@ -270,7 +276,22 @@ static int sync_start(struct client *cl, enum net_ctl_path path, struct qs_err *
 	m->u.sync_start.recursive = o->recursive;
 	m->u.sync_start.single_file = cl->snd.single_file;
 	m->u.sync_start.data_path = path;
+	m->u.sync_start.quick_check = cl->quick_check;
 	return net_ctl_send(cl->ctl, m, err);
+}
+
+/* With the quick check, the peer says whether the destination was there already: only then do files
+ * ask before they send (a fresh destination has nothing to compare with, and asking costs a round
+ * trip). */
+static int sync_ready(struct client *cl, struct qs_err *err)
+{
+	if (!cl->quick_check)
+		return 0;
+	int rc = engine_expect(cl->ctl, NET_CTL_SYNC_READY, cl->m, (int)cl->o->ctl_timeout_ms, err);
+	if (rc < 0)
+		return rc;
+	cl->snd.ask = cl->m->u.sync_ready.existing;
+	return 0;
 }
 
 /* Streams on the SSH channel from here on (the channel is framed both ways once this returns). */
@@ -320,6 +341,7 @@ static void quic_teardown(struct client *cl)
 		cl->quic[i].w = NULL;
 		net_quic_free(cl->quic[i].q);
 		cl->quic[i].q = NULL;
+		sender_lane_ring_free(&cl->quic[i]); /* after the streams: their reads finish first */
 	}
 }
 
@@ -424,12 +446,15 @@ static void lane_run(struct sched_worker *w, void *ctx)
 	l->w = w; /* its items come from (and go to) this worker's deque */
 	while (!atomic_load_explicit(&cl->stop, memory_order_acquire)) {
 		struct qs_err e = {0};
-		struct pollfd p = {.fd = net_dp_fd(&l->dp), .events = POLLIN};
+		struct pollfd p[2] = {{.fd = net_dp_fd(&l->dp), .events = POLLIN},
+		                      {.fd = l->ring ? io_ring_fd(l->ring) : -1, .events = POLLIN}};
 		int tmo = net_dp_timeout_ms(&l->dp);
 		if (tmo < 0 || tmo > LANE_POLL_MS)
 			tmo = LANE_POLL_MS;
-		if (poll(&p, 1, tmo) < 0 && errno != EINTR)
+		if (poll(p, 2, tmo) < 0 && errno != EINTR)
 			continue;
+		if (l->ring)
+			io_ring_reap(l->ring); /* reads done: their streams wake */
 		int rc = net_dp_process(&l->dp, &e);
 		if (rc == 0 && (rc = sender_pump(l, &e)) == 0)
 			rc = net_dp_process(&l->dp, &e);
@@ -460,16 +485,21 @@ static int choose_path(struct client *cl, struct qs_err *err)
 		why = "the SSH connection has no IP peer address (a ProxyCommand?) to dial QUIC at";
 	if (why) {
 		snprintf(cl->st->data_path_reason, sizeof(cl->st->data_path_reason), "%s", why);
-		if (sync_start(cl, NET_CTL_PATH_SSH, err) < 0)
+		if (sync_start(cl, NET_CTL_PATH_SSH, err) < 0 || use_ssh(cl, err) < 0)
 			return ENGINE_EXIT_START;
-		return use_ssh(cl, err) < 0 ? ENGINE_EXIT_START : ENGINE_EXIT_OK;
+		int rc = sync_ready(cl, err);
+		return rc == -ETIMEDOUT ? ENGINE_EXIT_TIMEOUT : rc < 0 ? ENGINE_EXIT_START : ENGINE_EXIT_OK;
 	}
 	if ((code = quic_setup(cl, err)) != ENGINE_EXIT_OK)
 		return code;
 	if (sync_start(cl, NET_CTL_PATH_QUIC, err) < 0)
 		return ENGINE_EXIT_START;
+	/* (the peer answers as soon as the destination is open, before it serves the handshakes) */
+	int rc = sync_ready(cl, err);
+	if (rc < 0)
+		return rc == -ETIMEDOUT ? ENGINE_EXIT_TIMEOUT : ENGINE_EXIT_START;
 	struct qs_err he = {0};
-	int rc = quic_handshakes(cl, &he);
+	rc = quic_handshakes(cl, &he);
 	if (rc == 0) {
 		cl->st->data_path = "quic";
 		cl->st->connections = cl->n_up;

@@ -58,6 +58,8 @@ struct engine_opts {
 	uint32_t quic_timeout_ms; /* handshake must finish in this; 0: default */
 	uint32_t quic_idle_ms;    /* QUIC silent this long mid-transfer: carry on over SSH; 0: default */
 	bool no_quic;             /* --no-quic: the data goes over the SSH connection from the start */
+	bool ignore_times;        /* -I: send every file, even one the destination has with this size and
+	                           * mtime (without it such files are skipped, as rsync skips them) */
 	uint32_t ctl_timeout_ms;  /* each control reply, and the final confirmation, within this */
 
 	/* reporting */
@@ -81,11 +83,12 @@ struct engine_stats {
 	uint64_t files_done;       /* confirmed by the receiver */
 	uint64_t files_failed;
 	uint64_t files_in_flight;
-	uint64_t bytes_total;  /* content bytes to send */
-	uint64_t bytes_done;   /* content bytes confirmed */
-	uint64_t bytes_sent;   /* content bytes handed to the data plane (live progress) */
-	uint64_t wire_bytes;   /* bytes handed to QUIC, framing included */
-	uint64_t files_resent; /* entries sent again after the data path changed under them */
+	uint64_t bytes_total;     /* content bytes to send */
+	uint64_t bytes_done;      /* content bytes confirmed */
+	uint64_t bytes_sent;      /* content bytes handed to the data plane (live progress) */
+	uint64_t wire_bytes;      /* bytes handed to QUIC, framing included */
+	uint64_t files_resent;    /* entries sent again after the data path changed under them */
+	uint64_t files_unchanged; /* the destination had them already (same size and mtime): not sent */
 	uint64_t files_done_quic, files_done_ssh; /* files confirmed over each data path */
 	/* streams: a file's, or one range's of a large file (each a stream of its own) */
 	uint64_t streams_total;     /* to send in all */

@@ -127,6 +127,7 @@ struct sender {
 	size_t n_roots;
 	bool single_file;     /* exactly one source and it is not a directory */
 	size_t max_in_flight; /* streams in flight over all lanes (descriptors, the peer's limit) */
+	bool ask;             /* quick check against a destination that was there: regular files ASK */
 };
 
 /* Counters of one lane: written by the lane's thread only (relaxed atomics), summed by the control
@@ -134,9 +135,24 @@ struct sender {
 struct snd_counters {
 	atomic_uint_fast64_t files_done, files_failed, bytes_done, bytes_sent, wire_bytes, files_resent;
 	atomic_uint_fast64_t files_done_quic, files_done_ssh, streams_done_quic, streams_sent_ssh, in_flight;
+	atomic_uint_fast64_t files_unchanged;
 };
 
 struct sched_worker;
+struct snd_job;
+
+#define SND_RING_MIN  (1u << 20)   /* files this large are read ahead on the lane's ring */
+#define SND_RBUF_SIZE (256u << 10) /* a read-ahead buffer */
+#define SND_RBUFS     16           /* read-ahead buffers of a lane */
+
+/* A read-ahead buffer of a lane (registered with its ring). */
+struct snd_rbuf {
+	struct io_ring_op op;
+	struct snd_job *j;
+	int index; /* registered buffer index */
+	size_t len, pos;
+	uint8_t *data;
+};
 
 /* One data plane of the client and the streams it carries; driven by one thread. */
 struct snd_lane {
@@ -151,7 +167,20 @@ struct snd_lane {
 	struct snd_counters c;
 	atomic_int dead; /* the data plane failed: its rc (negative) */
 	char dead_msg[QS_ERR_MSG_MAX];
+	/* the QUIC lanes' io_uring: files read ahead into registered buffers while others go out */
+	struct io_ring *ring;
+	uint8_t *rbufs;
+	struct snd_rbuf rb[SND_RBUFS];
+	struct snd_rbuf *rfree[SND_RBUFS];
+	size_t n_rfree;
 };
+
+/* Gives l an io_uring and its read-ahead buffers (without io_uring here, l reads at once). Returns 0
+ * or -ENOMEM. */
+int sender_lane_ring(struct snd_lane *l);
+
+/* Waits for l's reads in flight (its data plane must be gone: every stream closed) and frees the ring. */
+void sender_lane_ring_free(struct snd_lane *l);
 
 /* Looks at every source (rsync's trailing-slash rule) and makes the items to start with: each source's
  * top entry and, for a directory, its listing (s->local). Unreadable sources are reported as file
@@ -224,13 +253,17 @@ struct rcv_big {
 	int64_t mtime_ns;
 };
 
-#define RCV_MAX_BIGS 64 /* large files arriving at once (a failed one stays, to refuse its ranges) */
+#define RCV_MAX_BIGS   64 /* large files arriving at once (a failed one stays, to refuse its ranges) */
+#define RCV_RING_DEPTH 64 /* writes in flight on one lane's io_uring */
+
+struct rcv_wbuf;
 
 /* What the peer's lanes share: the destination, the options, directory bookkeeping, reports. */
 struct receiver {
 	int rootfd;
 	bool root; /* running as root: owner and group can be given away */
 	bool single_file;
+	bool existed; /* the destination was there before (sync_ready: the quick check is worth asking) */
 	char single_name[256];
 	bool perms, times, owner, group, do_fsync;
 	mode_t umask;
@@ -245,8 +278,9 @@ struct receiver {
 	struct rcv_big *bigs; /* large files being received in ranges */
 	size_t n_bigs;
 	uint32_t single_big; /* single-file destination received in ranges: its file_id + 1 */
-	atomic_uint_fast64_t ok, failed, bytes; /* relaxed: counted by the lanes, read at the end */
-	size_t wbuf_budget;                     /* write buffers of one lane */
+	atomic_uint_fast64_t ok, failed, bytes,
+	    unchanged;      /* relaxed: counted by the lanes, read at the end */
+	size_t wbuf_budget; /* write buffers of one lane */
 	int verbose;
 };
 
@@ -256,8 +290,9 @@ struct rcv_lane {
 	struct net_dp dp;
 	struct net_quic *q;     /* the QUIC lane's server (NULL for the SSH lane) */
 	struct io_dircache *dc; /* parents of the files being written, beneath rootfd */
-	size_t wbuf_bytes;      /* held by streams now */
-	uint8_t *wfree[RCV_WBUF_FREE_MAX];
+	struct io_ring *ring;   /* the lane's io_uring for content writes (NULL: written at once) */
+	size_t wbuf_bytes;      /* held by streams and writes in flight now */
+	struct rcv_wbuf *wfree[RCV_WBUF_FREE_MAX];
 	size_t n_wfree;
 	atomic_uint_fast64_t closed; /* streams ended here; relaxed: the control thread only compares */
 	atomic_int dead;             /* the data plane failed: its rc (negative) */
@@ -268,8 +303,13 @@ struct rcv_lane {
 int receiver_open(struct receiver *r, const struct net_ctl_sync_start *ss, struct qs_err *err);
 
 /* Readies l (zeroed by the caller, its data plane set or to be set) for r, once r is open: its
- * directory cache. Returns 0 or -ENOMEM. */
-int receiver_lane_init(struct rcv_lane *l, struct receiver *r);
+ * directory cache and, with ring, an io_uring for its writes (where io_uring is not to be had, the lane
+ * writes at once). Returns 0 or -ENOMEM. */
+int receiver_lane_init(struct rcv_lane *l, struct receiver *r, bool ring);
+
+/* Waits for l's writes in flight (the jobs whose streams have ended go with them). Its data plane
+ * must be gone already (every stream closed). */
+void receiver_lane_drain(struct rcv_lane *l);
 void receiver_lane_free(struct rcv_lane *l);
 
 /* Sends the queued error reports on the control channel. Called from the control thread. */

@@ -31,16 +31,35 @@ struct rcv_job {
 	XXH3_state_t *hash;
 	char link[NET_STREAM_MAX_PATH + 1];
 	size_t link_len;
-	uint8_t ack[NET_STREAM_MAX_ACK];
+	uint8_t ack[1 + NET_STREAM_MAX_ACK]; /* what goes back: [verdict] [ack] */
 	size_t ack_len, ack_off;
-	bool ack_ready;
+	bool ack_ready; /* something to send */
+	bool ack_final; /* the ack is in: our side ends when it is out */
+	bool ask;       /* an ASK entry: the verdict comes first */
+	bool verdict_done;
 	char path[NET_STREAM_MAX_PATH + 1]; /* the path we act on (after single-file renaming) */
 	/* Content is gathered here and written in large pieces: QUIC hands it over a packet at a time,
-	 * and a pwrite per ~1.2 KB cost more than the network (ext4's per-write journal work). */
-	uint8_t *wbuf;
-	size_t wcap, wlen;
-	uint64_t woff; /* file offset of wbuf[0] */
+	 * and a pwrite per ~1.2 KB cost more than the network (ext4's per-write journal work). A full
+	 * buffer goes to the lane's ring and the stream goes on into a fresh one. */
+	struct rcv_wbuf *wb;
+	size_t wlen;
+	uint64_t woff;       /* stream offset of wb's first byte */
+	unsigned writes;     /* on the ring, not yet done: the file stays open and the job alive until 0 */
+	int werr;            /* the first failed write */
+	bool commit_waiting; /* the stream is complete; its commit waits for its writes */
+	bool dead;           /* the stream has ended; the job goes when its writes are done */
 };
+
+/* A write buffer: a stream's own, or a write in flight on the lane's ring (then j is its job). */
+struct rcv_wbuf {
+	struct io_ring_op op;
+	struct rcv_job *j;
+	size_t cap;
+	uint8_t data[];
+};
+
+static void commit_now(struct rcv_job *j);
+static void job_destroy(struct rcv_job *j);
 
 static const char *status_code_name(uint8_t st)
 {
@@ -60,11 +79,27 @@ static const char *status_code_name(uint8_t st)
 	}
 }
 
+/* The ack, and before it, on an ASK entry still waiting for its verdict, HAVE: whatever the outcome,
+ * the sender is not to send the data (a failure says why in the ack). */
 static void queue_ack(struct rcv_job *j, uint8_t status, const char *msg)
 {
-	ssize_t n = net_stream_ack_encode(status, msg, j->ack, sizeof(j->ack));
-	j->ack_len = n > 0 ? (size_t)n : 0;
-	j->ack_off = 0;
+	size_t at = j->ack_len;
+	if (j->ask && !j->verdict_done) {
+		j->ack[at++] = NET_STREAM_VERDICT_HAVE;
+		j->verdict_done = true;
+	}
+	ssize_t n = net_stream_ack_encode(status, msg, j->ack + at, sizeof(j->ack) - at);
+	j->ack_len = at + (n > 0 ? (size_t)n : 0);
+	j->ack_final = true;
+	j->ack_ready = true;
+	net_dp_stream_resume(&j->l->dp, j->sid);
+}
+
+/* An ASK entry's data is wanted: SEND goes back now, the ack later. */
+static void queue_send_verdict(struct rcv_job *j)
+{
+	j->ack[j->ack_len++] = NET_STREAM_VERDICT_SEND;
+	j->verdict_done = true;
 	j->ack_ready = true;
 	net_dp_stream_resume(&j->l->dp, j->sid);
 }
@@ -76,32 +111,64 @@ static void wbuf_take(struct rcv_job *j, uint64_t size)
 {
 	struct rcv_lane *r = j->l;
 	size_t want = size < RCV_WBUF_BIG ? (size_t)size : RCV_WBUF_BIG;
+	j->wb = NULL;
+	j->wlen = 0;
 	if (want == 0 || r->wbuf_bytes + want > j->r->wbuf_budget)
 		return;
+	struct rcv_wbuf *b;
 	if (want == RCV_WBUF_BIG && r->n_wfree > 0) {
-		j->wbuf = r->wfree[--r->n_wfree];
+		b = r->wfree[--r->n_wfree];
 	} else {
-		j->wbuf = malloc(want);
-		if (!j->wbuf)
+		b = malloc(sizeof(*b) + want);
+		if (!b)
 			return;
+		b->cap = want;
 	}
-	j->wcap = want;
-	j->wlen = 0;
+	j->wb = b;
 	r->wbuf_bytes += want;
+}
+
+static void wbuf_release(struct rcv_lane *r, struct rcv_wbuf *b)
+{
+	r->wbuf_bytes -= b->cap;
+	if (b->cap == RCV_WBUF_BIG && r->n_wfree < RCV_WBUF_FREE_MAX)
+		r->wfree[r->n_wfree++] = b;
+	else
+		free(b);
 }
 
 static void wbuf_give_back(struct rcv_job *j)
 {
-	struct rcv_lane *r = j->l;
-	if (!j->wbuf)
+	if (!j->wb)
 		return;
-	r->wbuf_bytes -= j->wcap;
-	if (j->wcap == RCV_WBUF_BIG && r->n_wfree < RCV_WBUF_FREE_MAX)
-		r->wfree[r->n_wfree++] = j->wbuf;
-	else
-		free(j->wbuf);
-	j->wbuf = NULL;
-	j->wcap = j->wlen = 0;
+	wbuf_release(j->l, j->wb);
+	j->wb = NULL;
+	j->wlen = 0;
+}
+
+/* What is left to do once the job's writes are done: its commit, or its end. */
+static void job_continue(struct rcv_job *j)
+{
+	if (j->writes > 0)
+		return;
+	if (j->dead) {
+		job_destroy(j);
+	} else if (j->commit_waiting) {
+		j->commit_waiting = false;
+		commit_now(j);
+	}
+}
+
+/* A write on the ring is done (on the lane's thread, from io_ring_reap). */
+static void write_done(struct io_ring_op *op, int res)
+{
+	struct rcv_wbuf *b = (struct rcv_wbuf *)op;
+	struct rcv_job *j = b->j;
+	wbuf_release(j->l, b);
+	j->writes--;
+	if (res < 0 && j->werr == 0)
+		j->werr = res;
+	job_continue(j);
 }
 
 /* Where the stream's content goes: its own file, or the large file its range belongs to. */
@@ -110,12 +177,29 @@ static struct io_wfile *out_file(struct rcv_job *j)
 	return j->big ? &j->big->wf : &j->wf;
 }
 
+/* Writes what the buffer holds: on the ring when the lane has one (the stream goes on into a fresh
+ * buffer meanwhile), else at once. */
 static int wbuf_flush(struct rcv_job *j)
 {
-	if (!j->wbuf || j->wlen == 0)
+	struct rcv_wbuf *b = j->wb;
+	if (!b || j->wlen == 0)
 		return 0;
-	int rc = io_wfile_pwrite(out_file(j), j->wbuf, j->wlen, j->base + j->woff);
-	j->woff += j->wlen;
+	struct io_wfile *f = out_file(j);
+	uint64_t off = j->base + j->woff;
+	size_t n = j->wlen;
+	if (j->l->ring && f->fd >= 0) {
+		b->j = j;
+		b->op.done = write_done;
+		if (io_ring_write(j->l->ring, &b->op, f->fd, b->data, n, off) == 0) {
+			j->writes++;
+			j->woff += n;
+			uint64_t left = j->dec.meta.size > j->woff ? j->dec.meta.size - j->woff : 0;
+			wbuf_take(j, left);
+			return 0;
+		}
+	}
+	int rc = io_wfile_pwrite(f, b->data, n, off);
+	j->woff += n;
 	j->wlen = 0;
 	return rc;
 }
@@ -123,27 +207,32 @@ static int wbuf_flush(struct rcv_job *j)
 /* Positioned write through the buffer. Data arrives in order, so only a full buffer is written. */
 static int buffered_write(struct rcv_job *j, const uint8_t *p, size_t len, uint64_t off)
 {
-	if (!j->wbuf)
+	if (!j->wb)
 		return io_wfile_pwrite(out_file(j), p, len, j->base + off);
 	if (j->wlen > 0 && off != j->woff + j->wlen) {
 		int rc = wbuf_flush(j);
 		if (rc < 0)
 			return rc;
+		if (!j->wb)
+			return io_wfile_pwrite(out_file(j), p, len, j->base + off);
 	}
 	if (j->wlen == 0)
 		j->woff = off;
 	while (len > 0) {
-		size_t k = j->wcap - j->wlen;
+		size_t k = j->wb->cap - j->wlen;
 		if (k > len)
 			k = len;
-		memcpy(j->wbuf + j->wlen, p, k);
+		memcpy(j->wb->data + j->wlen, p, k);
 		j->wlen += k;
 		p += k;
 		len -= k;
-		if (j->wlen == j->wcap) {
+		off += k;
+		if (j->wlen == j->wb->cap) {
 			int rc = wbuf_flush(j);
 			if (rc < 0)
 				return rc;
+			if (!j->wb) /* no buffer to go on with: the rest straight to the file */
+				return len ? io_wfile_pwrite(out_file(j), p, len, j->base + off) : 0;
 		}
 	}
 	return 0;
@@ -355,7 +444,7 @@ static void job_fail(struct rcv_job *j, uint8_t status, const char *msg)
 		return;
 	j->finished = true;
 	j->failed = true;
-	if (j->wf_open) {
+	if (j->wf_open && j->writes == 0) { /* (with writes in flight, the file goes with the job) */
 		io_wfile_abort(&j->wf);
 		j->wf_open = false;
 	}
@@ -437,6 +526,38 @@ static int remember_dir(struct receiver *r, const char *rel, const struct net_st
 	return 0;
 }
 
+/* An ASK entry: true when it is settled here (the destination has the file already, so HAVE and the ack
+ * are on their way, or the look failed and the entry with it), false when its data is wanted (the
+ * caller opens the file and sends SEND). Every range of a large file asks for itself, about the whole
+ * file; only the first counts it. */
+static bool ask_have(struct rcv_job *j, const struct io_meta *im)
+{
+	struct receiver *r = j->r;
+	const struct net_stream_meta *m = &j->dec.meta;
+	char msg[NET_STREAM_MAX_ACK_MSG];
+	struct qs_err e = {0};
+	bool range = m->flags & NET_STREAM_F_RANGE;
+	struct io_meta fix = *im;
+	fix.set_mode = r->perms; /* without -p an unchanged file keeps its bits, as with rsync */
+
+	j->ask = true;
+	int rc = io_unchanged_dc(j->l->dc, j->path, range ? m->file_size : m->size, m->mtime_ns, &fix, &e);
+	if (rc < 0) {
+		snprintf(msg, sizeof(msg), "%s", e.msg);
+		job_fail(j, NET_STREAM_EBADPATH, msg);
+		return true;
+	}
+	if (rc == 0)
+		return false;
+	j->finished = true;
+	if (!range || m->range_idx == 0) {
+		atomic_fetch_add_explicit(&r->ok, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&r->unchanged, 1, memory_order_relaxed);
+	}
+	queue_ack(j, NET_STREAM_OK, NULL);
+	return true;
+}
+
 static void on_meta(struct rcv_job *j)
 {
 	struct receiver *r = j->r;
@@ -515,9 +636,14 @@ static void on_meta(struct rcv_job *j)
 		return;
 	}
 	struct io_meta im = meta_for(r, m->mode, m->mtime_ns, m->uid, m->gid);
+	if ((m->flags & NET_STREAM_F_ASK) && ask_have(j, &im))
+		return;
 	if (m->flags & NET_STREAM_F_RANGE) {
-		if (big_begin(j, &im) == 0)
+		if (big_begin(j, &im) == 0) {
 			wbuf_take(j, m->size);
+			if (j->ask)
+				queue_send_verdict(j);
+		}
 		return;
 	}
 	if (io_wfile_open_dc(j->l->dc, j->path, im.mode, 0, &j->wf, &e) < 0) {
@@ -527,6 +653,8 @@ static void on_meta(struct rcv_job *j)
 	}
 	j->wf_open = true;
 	wbuf_take(j, m->size);
+	if (j->ask)
+		queue_send_verdict(j);
 }
 
 static void on_data(struct rcv_job *j, const struct net_stream_ev *ev)
@@ -566,11 +694,31 @@ static void on_end(struct rcv_job *j, const struct net_stream_ev *ev)
 /* The stream ended right after a good trailer: put the entry in place. */
 static void commit(struct rcv_job *j)
 {
+	char msg[NET_STREAM_MAX_ACK_MSG], qb[IO_QUOTE_MAX];
+	int rc = wbuf_flush(j);
+	if (rc < 0) {
+		snprintf(msg, sizeof(msg), "write to \"%s\" failed: %s", qp(j->path, qb), strerror(-rc));
+		job_fail(j, NET_STREAM_EIO, msg);
+		return;
+	}
+	wbuf_give_back(j);
+	j->commit_waiting = true;
+	job_continue(j); /* at once, or when the last write on the ring is done */
+}
+
+/* Every byte of the stream is on the disk (or was refused): put the entry in place. */
+static void commit_now(struct rcv_job *j)
+{
 	struct receiver *r = j->r;
 	const struct net_stream_meta *m = &j->dec.meta;
 	char msg[NET_STREAM_MAX_ACK_MSG], qb[IO_QUOTE_MAX];
 	struct qs_err e = {0};
 	struct io_meta im = meta_for(r, m->mode, m->mtime_ns, m->uid, m->gid);
+	if (j->werr < 0) {
+		snprintf(msg, sizeof(msg), "write to \"%s\" failed: %s", qp(j->path, qb), strerror(-j->werr));
+		job_fail(j, NET_STREAM_EIO, msg);
+		return;
+	}
 	if (m->flags & NET_STREAM_F_SYMLINK) {
 		j->link[j->link_len] = '\0';
 		if (strlen(j->link) != j->link_len) {
@@ -690,8 +838,10 @@ static ssize_t rcv_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t
 		k = cap;
 	memcpy(buf, j->ack + j->ack_off, k);
 	j->ack_off += k;
-	if (j->ack_off == j->ack_len)
-		*fin = 1;
+	if (j->ack_off == j->ack_len) {
+		j->ack_ready = false; /* (until the ack, after a SEND verdict) */
+		*fin = j->ack_final;
+	}
 	return (ssize_t)k;
 }
 
@@ -707,9 +857,7 @@ static void rcv_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 		/* The sender gave up on it (reset), or the connection died: nothing reaches the final name.
 		 * A stream cut off with its data path (NET_DP_GONE) is not a failure of its own: the sender
 		 * sends it again on the next data path, or the session fails as a whole. A range cut off so
-		 * may come again: its file waits for it. */
-		if (j->wf_open)
-			io_wfile_abort(&j->wf);
+		 * may come again: its file waits for it. (The file itself goes with the job.) */
 		wbuf_give_back(j);
 		bool count = app_error != NET_DP_GONE;
 		if (j->big && app_error == NET_DP_GONE) {
@@ -725,6 +873,18 @@ static void rcv_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 			fprintf(stderr, "qsync: receiver: \"%s\" abandoned by the sender (code %llu)\n",
 			        j->meta_seen ? j->dec.meta.path : "?", (unsigned long long)app_error);
 	}
+	j->finished = true;
+	j->commit_waiting = false;
+	j->dead = true;
+	job_continue(j); /* now, or once its writes on the ring are done */
+}
+
+static void job_destroy(struct rcv_job *j)
+{
+	struct receiver *r = j->r;
+	if (j->wf_open) /* never completed: the unnamed file vanishes, the final name untouched */
+		io_wfile_abort(&j->wf);
+	wbuf_give_back(j);
 	if (j->big) {
 		pthread_mutex_lock(&r->lock);
 		big_put(r, j->big);
@@ -751,6 +911,7 @@ int receiver_open(struct receiver *r, const struct net_ctl_sync_start *ss, struc
 	r->umask = um;
 	pthread_mutex_init(&r->lock, NULL);
 	atomic_init(&r->ok, 0);
+	atomic_init(&r->unchanged, 0);
 	atomic_init(&r->failed, 0);
 	atomic_init(&r->bytes, 0);
 	if (!r->wbuf_budget)
@@ -765,7 +926,8 @@ int receiver_open(struct receiver *r, const struct net_ctl_sync_start *ss, struc
 	snprintf(root, sizeof(root), "%s", dest);
 
 	struct stat st;
-	bool dest_is_dir = stat(dest, &st) == 0 && S_ISDIR(st.st_mode);
+	r->existed = stat(dest, &st) == 0;
+	bool dest_is_dir = r->existed && S_ISDIR(st.st_mode);
 	if (ss->single_file && !dest_is_dir && dest[len - 1] != '/') {
 		/* "qsync file host:path/name": the one file is written as name inside path. */
 		char *slash = strrchr(root, '/');
@@ -882,14 +1044,24 @@ void receiver_flush_reports(struct receiver *r)
 	free(m);
 }
 
-int receiver_lane_init(struct rcv_lane *l, struct receiver *r)
+int receiver_lane_init(struct rcv_lane *l, struct receiver *r, bool ring)
 {
 	l->r = r;
+	if (ring && io_ring_new(RCV_RING_DEPTH, true, &l->ring) < 0)
+		l->ring = NULL; /* no io_uring here: writes happen at once, on the lane's thread */
 	return io_dircache_new(r->rootfd, &l->dc);
+}
+
+void receiver_lane_drain(struct rcv_lane *l)
+{
+	if (l->ring)
+		io_ring_drain(l->ring);
 }
 
 void receiver_lane_free(struct rcv_lane *l)
 {
+	io_ring_free(l->ring); /* drains first: the last jobs go */
+	l->ring = NULL;
 	while (l->n_wfree > 0)
 		free(l->wfree[--l->n_wfree]);
 	io_dircache_free(l->dc);

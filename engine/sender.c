@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -21,7 +22,7 @@
 
 #define STEAL_TRIES 4 /* steal attempts per take before the lane goes back to its packets */
 
-enum snd_phase { PH_HDR, PH_DATA, PH_TRAILER, PH_SENT };
+enum snd_phase { PH_HDR, PH_WAIT, PH_DATA, PH_TRAILER, PH_SENT };
 
 struct snd_job {
 	struct snd_lane *l;
@@ -40,7 +41,82 @@ struct snd_job {
 	bool acked;
 	uint8_t ack_status;
 	char msg[NET_STREAM_MAX_ACK_MSG + 1]; /* why it failed: ours, or the receiver's */
+	bool ask;                             /* ASK: the data waits for the receiver's verdict */
+	uint8_t verdict;                      /* NET_STREAM_VERDICT_SEND or _HAVE once it came, else 0 */
+	/* read ahead on the lane's ring (files of SND_RING_MIN and more) */
+	struct snd_rbuf *rb; /* its buffer: rb->pos..rb->len not yet handed to the stream */
+	bool reading;        /* a read into rb is on the ring: the job and its fd stay until it is done */
+	int rerr;            /* the read failed (negative errno), or 1 when the file ended early */
+	bool dead;           /* the stream has ended; the job goes when its read is done */
 };
+
+static void job_free(struct snd_job *j);
+
+/* A read on the ring is done (on the lane's thread). */
+static void read_done(struct io_ring_op *op, int res)
+{
+	struct snd_rbuf *b = (struct snd_rbuf *)op;
+	struct snd_job *j = b->j;
+	j->reading = false;
+	if (res < 0)
+		j->rerr = res;
+	else if (res == 0)
+		j->rerr = 1; /* the file is shorter than the walk saw */
+	b->len = res > 0 ? (size_t)res : 0;
+	b->pos = 0;
+	if (j->dead)
+		job_free(j);
+	else
+		net_dp_stream_resume(&j->l->dp, j->sid);
+}
+
+/* Up to k bytes for the stream from its read-ahead buffer (left: bytes of the stream still to read).
+ * Returns the bytes copied, 0 when a read is under way (or just started), a negative errno on failure. */
+static ssize_t ring_take(struct snd_job *j, uint8_t *out, size_t k, uint64_t left)
+{
+	struct snd_lane *l = j->l;
+	struct snd_rbuf *b = j->rb;
+	if (j->reading)
+		return 0;
+	if (j->rerr < 0) {
+		snprintf(j->msg, sizeof(j->msg), "read failed: %s", strerror(-j->rerr));
+		return j->rerr;
+	}
+	if (b && b->pos < b->len) {
+		size_t have = b->len - b->pos;
+		if (k > have)
+			k = have;
+		memcpy(out, b->data + b->pos, k);
+		b->pos += k;
+		if (b->pos == b->len && left > k)
+			goto next; /* read the next piece while this one goes out */
+		return (ssize_t)k;
+	}
+	if (j->rerr > 0) {
+		snprintf(j->msg, sizeof(j->msg), "file shrank while being sent (%llu bytes sent)",
+		         (unsigned long long)j->data_off);
+		return -EIO;
+	}
+	k = 0;
+next:
+	if (!b) {
+		if (l->n_rfree == 0)
+			return -EAGAIN; /* (the caller reads at once instead) */
+		b = j->rb = l->rfree[--l->n_rfree];
+		b->j = j;
+		b->op.done = read_done;
+	}
+	{
+		uint64_t after = left - k; /* what follows the bytes just copied */
+		size_t want = after < SND_RBUF_SIZE ? (size_t)after : SND_RBUF_SIZE;
+		uint64_t at = j->e->range_off + j->data_off + k;
+		if (want > 0 && io_ring_read(l->ring, &b->op, j->fd, b->data, want, at, b->index) == 0)
+			j->reading = true;
+		else if (want > 0)
+			return k ? (ssize_t)k : -EAGAIN;
+	}
+	return (ssize_t)k;
+}
 
 static void add(atomic_uint_fast64_t *c, uint64_t v)
 {
@@ -611,6 +687,12 @@ static void job_free(struct snd_job *j)
 {
 	if (!j)
 		return;
+	if (j->reading) {
+		j->dead = true; /* its fd and buffer are the kernel's until the read is done */
+		return;
+	}
+	if (j->rb)
+		j->l->rfree[j->l->n_rfree++] = j->rb;
 	if (j->fd >= 0)
 		close(j->fd);
 	if (j->hash)
@@ -653,6 +735,10 @@ static int job_new(struct snd_lane *l, struct snd_entry *e, struct snd_job **out
 		m->range_idx = e->range_idx;
 		m->range_count = e->big->count;
 	}
+	if (l->s->ask && !(e->flags & (NET_STREAM_F_DIR | NET_STREAM_F_SYMLINK))) {
+		m->flags |= NET_STREAM_F_ASK;
+		j->ask = true;
+	}
 	m->mtime_ns = (int64_t)e->st.st_mtim.tv_sec * 1000000000LL + e->st.st_mtim.tv_nsec;
 	m->mode = e->st.st_mode;
 	m->uid = e->st.st_uid;
@@ -681,6 +767,43 @@ void sender_lane_init(struct snd_lane *l, struct sender *s, const struct net_dp 
 	l->s = s;
 	l->dp = *dp;
 	l->max_in_flight = max_in_flight ? max_in_flight : 1;
+}
+
+int sender_lane_ring(struct snd_lane *l)
+{
+	if (io_ring_new(SND_RBUFS * 2, false, &l->ring) < 0) {
+		l->ring = NULL;
+		return 0; /* no io_uring here: files are read at once */
+	}
+	struct iovec iov[SND_RBUFS];
+	l->rbufs = aligned_alloc(4096, (size_t)SND_RBUFS * SND_RBUF_SIZE);
+	if (!l->rbufs) {
+		io_ring_free(l->ring);
+		l->ring = NULL;
+		return -ENOMEM;
+	}
+	for (int i = 0; i < SND_RBUFS; i++) {
+		struct snd_rbuf *b = &l->rb[i];
+		memset(b, 0, sizeof(*b));
+		b->data = l->rbufs + (size_t)i * SND_RBUF_SIZE;
+		b->index = i;
+		iov[i].iov_base = b->data;
+		iov[i].iov_len = SND_RBUF_SIZE;
+		l->rfree[l->n_rfree++] = b;
+	}
+	if (io_ring_register(l->ring, iov, SND_RBUFS) < 0)
+		for (int i = 0; i < SND_RBUFS; i++)
+			l->rb[i].index = -1; /* plain reads then */
+	return 0;
+}
+
+void sender_lane_ring_free(struct snd_lane *l)
+{
+	io_ring_free(l->ring); /* waits for the reads in flight: their jobs go */
+	l->ring = NULL;
+	free(l->rbufs);
+	l->rbufs = NULL;
+	l->n_rfree = 0;
 }
 
 int sender_pump(struct snd_lane *l, struct qs_err *err)
@@ -732,7 +855,7 @@ void sender_stats(struct snd_lane *const *lanes, size_t n, struct sender *s, str
 	st->bytes_total = get(&s->bytes_total);
 	st->streams_total = get(&s->entries);
 	st->files_done = st->files_failed = st->bytes_done = st->bytes_sent = st->wire_bytes = 0;
-	st->files_resent = st->files_done_quic = st->files_done_ssh = 0;
+	st->files_resent = st->files_done_quic = st->files_done_ssh = st->files_unchanged = 0;
 	st->streams_done_quic = st->streams_sent_ssh = 0;
 	st->files_in_flight = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -745,6 +868,7 @@ void sender_stats(struct snd_lane *const *lanes, size_t n, struct sender *s, str
 		st->files_resent += get(&c->files_resent);
 		st->files_done_quic += get(&c->files_done_quic);
 		st->files_done_ssh += get(&c->files_done_ssh);
+		st->files_unchanged += get(&c->files_unchanged);
 		st->streams_done_quic += get(&c->streams_done_quic);
 		st->streams_sent_ssh += get(&c->streams_sent_ssh);
 		st->files_in_flight += get(&c->in_flight);
@@ -805,9 +929,23 @@ static ssize_t snd_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t
 			j->hdr_off += k;
 			n += k;
 			if (j->hdr_off == j->hdr_len)
-				j->phase = PH_DATA;
+				j->phase = j->ask ? PH_WAIT : PH_DATA;
 			break;
 		}
+		case PH_WAIT:
+			if (j->verdict == NET_STREAM_VERDICT_SEND) {
+				j->phase = PH_DATA;
+				break;
+			}
+			if (j->verdict == NET_STREAM_VERDICT_HAVE) {
+				/* the destination has it: our side ends right after the metadata */
+				j->phase = PH_SENT;
+				*fin = 1;
+				add(&j->l->c.wire_bytes, n);
+				return (ssize_t)n;
+			}
+			add(&j->l->c.wire_bytes, n);
+			return (ssize_t)n; /* the header is out; the data waits for the verdict (0: sleep) */
 		case PH_DATA: {
 			uint64_t left = size - j->data_off;
 			if (left == 0) {
@@ -833,6 +971,20 @@ static ssize_t snd_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t
 					if (size > (1u << 20)) /* small files: one read, no advice needed */
 						posix_fadvise(j->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 				}
+				if (j->l->ring && size >= SND_RING_MIN) {
+					/* from the read ahead on the ring: what it has, or wait for it */
+					ssize_t got = ring_take(j, buf + n, k, left);
+					if (got > 0) {
+						k = (size_t)got;
+						goto have;
+					}
+					if (got == 0)
+						return (ssize_t)
+						    n; /* (0: the stream sleeps until the read is done) */
+					if (got != -EAGAIN)
+						return got;
+					/* no buffer or no room on the ring: read at once */
+				}
 				ssize_t r = pread(j->fd, buf + n, k, (off_t)(e->range_off + j->data_off));
 				if (r < 0 && errno == EINTR)
 					continue;
@@ -846,6 +998,7 @@ static ssize_t snd_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t
 				}
 				k = (size_t)r;
 			}
+		have:
 			XXH3_64bits_update(j->hash, buf + n, k);
 			j->data_off += k;
 			add(&j->l->c.bytes_sent, k);
@@ -881,6 +1034,16 @@ static int snd_recv(void *ctx, int64_t sid, void **user, const uint8_t *data, si
 	struct snd_job *j = *user;
 	if (!j)
 		return -EPROTO; /* the receiver never opens streams toward the sender */
+	if (j->ask && !j->verdict && len > 0) {
+		if (data[0] != NET_STREAM_VERDICT_SEND && data[0] != NET_STREAM_VERDICT_HAVE) {
+			snprintf(j->msg, sizeof(j->msg), "malformed verdict from the receiver");
+			return -EPROTO;
+		}
+		j->verdict = data[0];
+		data++;
+		len--;
+		net_dp_stream_resume(&j->l->dp, j->sid);
+	}
 	if (len > sizeof(j->ack) - j->ack_len)
 		return -EPROTO;
 	memcpy(j->ack + j->ack_len, data, len);
@@ -919,14 +1082,18 @@ static void snd_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 		 * whatever part of it had arrived) */
 		atomic_fetch_sub_explicit(&l->c.bytes_sent, j->data_off, memory_order_relaxed);
 	} else if (confirmed) {
-		add(&l->c.bytes_done, entry_size(e));
+		if (j->verdict != NET_STREAM_VERDICT_HAVE)
+			add(&l->c.bytes_done, entry_size(e));
 		if (!on_ssh(l))
 			add(&l->c.streams_done_quic, 1);
 		/* a range counts the file once, when it is the last range confirmed of a file not failed */
 		bool whole =
 		    !e->big || (atomic_fetch_sub_explicit(&e->big->left, 1, memory_order_acq_rel) == 1 &&
 		                !atomic_load_explicit(&e->big->failed, memory_order_acquire));
-		if (whole) {
+		if (whole && j->verdict == NET_STREAM_VERDICT_HAVE) {
+			add(&l->c.files_done, 1);
+			add(&l->c.files_unchanged, 1); /* (not listed with -v, as rsync does not) */
+		} else if (whole) {
 			add(&l->c.files_done, 1);
 			add(on_ssh(l) ? &l->c.files_done_ssh : &l->c.files_done_quic, 1);
 			engine_emit(s->o, ENGINE_EV_FILE_DONE, name, NULL, NULL);

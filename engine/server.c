@@ -33,6 +33,7 @@ struct peer {
 	struct sched_topo *topo;
 	struct sched_pool *pool;
 	atomic_bool stop; /* the workers' end; release/acquire: joined after */
+	bool no_ring;     /* QSYNC_NO_URING: content written at once on the lane's thread */
 	bool quic_dead;   /* every QUIC lane ended; the client should switch to SSH or finish */
 	uint64_t dead_at; /* when */
 	uint32_t max_streams;
@@ -199,12 +200,16 @@ static void lane_run(struct sched_worker *w, void *ctx)
 	struct rcv_lane *l = &p->quic[sched_worker_index(w)];
 	while (!atomic_load_explicit(&p->stop, memory_order_acquire)) {
 		struct qs_err e = {0};
-		struct pollfd pf = {.fd = net_dp_fd(&l->dp), .events = POLLIN};
+		struct pollfd pf[2] = {{.fd = net_dp_fd(&l->dp), .events = POLLIN},
+		                       {.fd = l->ring ? io_ring_fd(l->ring) : -1, .events = POLLIN}};
 		int tmo = net_dp_timeout_ms(&l->dp);
 		if (tmo < 0 || tmo > LANE_POLL_MS)
 			tmo = LANE_POLL_MS;
-		if (poll(&pf, 1, tmo) < 0 && errno != EINTR)
+		if (poll(pf, 2, tmo) < 0 && errno != EINTR)
 			continue;
+		if (l->ring)
+			io_ring_reap(
+			    l->ring); /* finished writes: buffers back, commits that waited for them */
 		int rc = net_dp_process(&l->dp, &e);
 		if (rc < 0) {
 			snprintf(l->dead_msg, sizeof(l->dead_msg), "%s", e.msg);
@@ -231,6 +236,8 @@ static void quic_teardown(struct peer *p, bool close_first)
 			net_quic_close(p->quic[i].q);
 		net_quic_free(p->quic[i].q);
 		p->quic[i].q = NULL;
+		/* the writes its streams left on the ring finish before anything else touches their files */
+		receiver_lane_drain(&p->quic[i]);
 	}
 }
 
@@ -247,6 +254,16 @@ static int use_ssh(struct peer *p, struct qs_err *err)
 	net_mux_as_dp(p->mux, &p->ssh.dp);
 	p->on_ssh = true;
 	return 0;
+}
+
+/* sync_ready (the client asked for the quick check): whether the destination was there before. */
+static int send_ready(struct peer *p, struct qs_err *err)
+{
+	struct net_ctl_msg *m = p->m;
+	memset(m, 0, sizeof(*m));
+	m->type = NET_CTL_SYNC_READY;
+	m->u.sync_ready.existing = p->r.existed;
+	return net_ctl_send(p->c, m, err);
 }
 
 /* Streams ended on the data path in use. */
@@ -385,6 +402,7 @@ int engine_server_session(struct net_ctl_chan *c, const struct engine_addrs *add
 	p->addrs = addrs;
 	p->r.rootfd = -1;
 	p->r.verbose = verbose;
+	p->no_ring = getenv("QSYNC_NO_URING") != NULL;
 	atomic_init(&p->stop, false);
 	signal(SIGPIPE, SIG_IGN);
 	catch_stop_signals();
@@ -414,7 +432,7 @@ int engine_server_session(struct net_ctl_chan *c, const struct engine_addrs *add
 	memset(m, 0, sizeof(*m));
 	m->type = NET_CTL_HELLO_ACK;
 	snprintf(m->u.hello.version, sizeof(m->u.hello.version), "%s", NET_CTL_PROTO_VERSION);
-	m->u.hello.caps = NET_CAP_QUIC_V1;
+	m->u.hello.caps = NET_CAP_QUIC_V1 | NET_CAP_QUICK_CHECK;
 	m->u.hello.quic_available = true;
 	m->u.hello.max_streams = p->max_streams;
 	if (net_ctl_send(c, m, err) < 0)
@@ -438,19 +456,20 @@ int engine_server_session(struct net_ctl_chan *c, const struct engine_addrs *add
 	}
 	p->r.ctl = c;
 	for (unsigned i = 0; i < p->n_quic; i++)
-		if (receiver_lane_init(&p->quic[i], &p->r) < 0) {
+		if (receiver_lane_init(&p->quic[i], &p->r, !p->no_ring) < 0) {
 			qs_err_set(err, -ENOMEM, "out of memory");
 			goto out;
 		}
 	p->r.wbuf_budget = RCV_WBUF_BUDGET; /* the SSH lane, if it comes to that, has it all */
-	if (receiver_lane_init(&p->ssh, &p->r) < 0) {
+	if (receiver_lane_init(&p->ssh, &p->r, false) < 0) {
 		qs_err_set(err, -ENOMEM, "out of memory");
 		goto out;
 	}
 	p->r.wbuf_budget = RCV_WBUF_BUDGET / (p->n_quic ? p->n_quic : 1);
+	bool ready = m->u.sync_start.quick_check;
 	if (m->u.sync_start.data_path == NET_CTL_PATH_SSH) {
 		p->r.wbuf_budget = RCV_WBUF_BUDGET;
-		if (use_ssh(p, err) < 0)
+		if (use_ssh(p, err) < 0 || (ready && send_ready(p, err) < 0))
 			goto out;
 	} else if (p->n_quic == 0) {
 		qs_err_set(err, -EPROTO, "sync_start asks for QUIC, but no quic_init came before it");
@@ -458,6 +477,8 @@ int engine_server_session(struct net_ctl_chan *c, const struct engine_addrs *add
 		code = ENGINE_EXIT_PROTOCOL;
 		goto out;
 	} else {
+		if (ready && send_ready(p, err) < 0)
+			goto out;
 		struct sched_pool_opts po = {.nworkers = p->n_quic, .run = lane_run, .ctx = p};
 		if (!engine_pin(p->topo, p->n_quic))
 			po.flags |= SCHED_POOL_NO_PIN;

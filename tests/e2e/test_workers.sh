@@ -78,5 +78,12 @@ check clean "$work/bigssh.err"
 	"$me@127.0.0.1:$work/renamed.bin"
 check cmp "$work/big/sub/r.bin" "$work/renamed.bin"
 check test "$(stat -c %y "$work/big/sub/r.bin")" = "$(stat -c %y "$work/renamed.bin")"
+# the same without io_uring (the sync write and read paths), in local mode so the peer gets the setting
+QSYNC_NO_URING=1 "$QSYNC_BIN" -a -q --workers 2 "$work/big/" "$work/big-sync/" 2>"$work/bigsync.err"
+check tree_compare "$work/big" "$work/big-sync"
+"$QSYNC_BIN" -a -q --workers 2 "$work/big/" "$work/big-ring/" 2>"$work/bigring.err"
+check tree_compare "$work/big" "$work/big-ring"
+check clean "$work/bigsync.err"
+check clean "$work/bigring.err"
 check test -z "$(find "$work" -name '.*.qs.*' -print -quit)"
 exit $fail

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# The quick check (rsync's default): a file the destination already has with the same size and mtime is
+# not sent again; -I sends everything. Over a real sshd to `qsync --server`, over QUIC and over SSH;
+# then hostile receivers that answer an ASK entry with something other than a verdict.
+set -euo pipefail
+source "$QS_FIXTURES/sshd.sh"
+source "$QS_FIXTURES/tree.sh"
+
+fail=0
+not_same() { ! cmp -s "$1" "$2"; }
+check() { if "$@"; then echo "PASS: $*"; else echo "FAIL: $*"; fail=1; fi; }
+
+sshd_start
+work=$(mktemp -d /tmp/qs-e2e-quick.XXXXXX)
+qs_cleanup_add "rm -rf '$work'"
+me=$(id -un)
+make_sample_tree "$work/src" 300 40
+head -c 50000000 /dev/urandom >"$work/src/large.bin" # sent in ranges, each asking for itself
+nfiles=$(find "$work/src" -type f | wc -l)
+# symlinks are sent every time (their target is their content; only regular files ask)
+links=$(find "$work/src" -type l -printf '%l' | wc -c)
+
+# KEY of the summary line of a --json run
+sum() { python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    d = json.loads(l)
+    if d.get("event") == "summary": print(d[sys.argv[2]])' "$1" "$2"; }
+push() { # OUT [OPTIONS...]: src/ -> dst/ with --json into OUT
+	local out=$1
+	shift
+	"$QSYNC_BIN" -a --json -e "$QS_RSH" --remote-path "$QSYNC_BIN" "$@" "$work/src/" \
+		"$me@127.0.0.1:$work/dst/" >"$out"
+}
+
+# 1. A fresh copy sends everything; the same again sends nothing and leaves the copy identical.
+push "$work/1.json"
+check tree_compare "$work/src" "$work/dst"
+check test "$(sum "$work/1.json" files_unchanged)" = 0
+push "$work/2.json"
+check test "$(sum "$work/2.json" files_unchanged)" = "$nfiles"
+check test "$(sum "$work/2.json" bytes_done)" = "$links"
+check test "$(sum "$work/2.json" files_failed)" = 0
+check tree_compare "$work/src" "$work/dst"
+
+# 2. One file changed (new content and mtime): only it travels.
+printf 'a change\n' >"$work/src/a/run.sh"
+touch -d "2025-06-06 06:06:06.123456789" "$work/src/a/run.sh"
+push "$work/3.json"
+check test "$(sum "$work/3.json" files_unchanged)" = $((nfiles - 1))
+check test "$(sum "$work/3.json" bytes_done)" = $(($(stat -c %s "$work/src/a/run.sh") + links))
+check tree_compare "$work/src" "$work/dst"
+
+# 3. Same size and mtime but other bytes: the quick check cannot see it (as with rsync); -I can.
+f=$(find "$work/dst" -type f -size +1k -print -quit)
+rel=${f#"$work/dst/"}
+printf 'X' | dd of="$f" bs=1 seek=10 conv=notrunc status=none
+touch -r "$work/src/$rel" "$f"
+push "$work/4.json"
+check test "$(sum "$work/4.json" files_unchanged)" = "$nfiles"
+check not_same "$work/src/$rel" "$f"
+push "$work/5.json" -I
+check test "$(sum "$work/5.json" files_unchanged)" = 0
+check cmp "$work/src/$rel" "$f"
+
+# 4. With -p an unchanged file still gets its permissions; without -p it keeps its own (rsync's rule).
+chmod 0604 "$work/src/a/run.sh"
+push "$work/6.json"
+check test "$(stat -c %a "$work/dst/a/run.sh")" = 604
+check test "$(sum "$work/6.json" files_unchanged)" = "$nfiles"
+chmod 0640 "$work/dst/a/run.sh"
+"$QSYNC_BIN" -rt -q -e "$QS_RSH" --remote-path "$QSYNC_BIN" "$work/src/" "$me@127.0.0.1:$work/dst/"
+check test "$(stat -c %a "$work/dst/a/run.sh")" = 640
+chmod 0604 "$work/dst/a/run.sh"
+
+# 5. A symlink (to a file outside) with the file's size and mtime is not the file: it is replaced, and
+#    what it pointed at is untouched.
+printf 'outside\n' >"$work/outside"
+target=$(find "$work/src" -type f -size -2k -size +0 -print -quit)
+trel=${target#"$work/src/"}
+rm "$work/dst/$trel"
+ln -s "$work/outside" "$work/dst/$trel"
+touch -h -r "$target" "$work/dst/$trel"
+push "$work/7.json"
+check test ! -L "$work/dst/$trel"
+check cmp "$target" "$work/dst/$trel"
+check test "$(cat "$work/outside")" = outside
+check tree_compare "$work/src" "$work/dst"
+
+# 6. Over the SSH connection (--no-quic): the same verdicts.
+push "$work/8.json" --no-quic
+check test "$(sum "$work/8.json" files_unchanged)" = "$nfiles"
+check test "$(sum "$work/8.json" data_path)" = ssh
+touch -d "2025-07-07 07:07:07" "$work/src/large.bin"
+push "$work/9.json" --no-quic
+check test "$(sum "$work/9.json" files_unchanged)" = $((nfiles - 1))
+check test "$(sum "$work/9.json" bytes_done)" = $((50000000 + links))
+check tree_compare "$work/src" "$work/dst"
+
+# 7. Into a destination that did not exist, nothing asks (the peer says so in sync_ready).
+push "$work/10.json" --no-quic
+"$QSYNC_BIN" -a --json -e "$QS_RSH" --remote-path "$QSYNC_BIN" "$work/src/" "$me@127.0.0.1:$work/fresh/" \
+	>"$work/11.json"
+check test "$(sum "$work/11.json" files_unchanged)" = 0
+check tree_compare "$work/src" "$work/fresh"
+
+# 8. Hostile receivers: a verdict that is neither SEND nor HAVE, none at all, or SEND where the ack goes.
+#    Each is a clear error and a non-zero exit; the source is never touched.
+before=$(tree_listing "$work/src" | md5sum)
+here=$(cd "$(dirname "$0")" && pwd)
+for mode in badverdict noverdict sendtwice; do
+	printf '#!/bin/sh\nexec python3 %q %s %q\n' "$here/fake_receiver.py" "$mode" \
+		"$work/fake-$mode.log" >"$work/fake-$mode"
+	chmod +x "$work/fake-$mode"
+	set +e
+	timeout 60 "$QSYNC_BIN" -a -q --timeout 5 -e "$QS_RSH" --remote-path "$work/fake-$mode" \
+		"$work/src/a/" "$me@127.0.0.1:$work/dst-$mode/" >"$work/$mode.out" 2>"$work/$mode.err"
+	rc=$?
+	set -e
+	echo "-- $mode: exit $rc: $(tr '\n' ' ' <"$work/$mode.err" | cut -c1-300)"
+	check test "$rc" -ne 0
+	check test "$rc" -ne 124
+	check grep -q 'quick_check' "$work/fake-$mode.log"
+done
+check grep -qi 'verdict' "$work/badverdict.err"
+check grep -qi 'verdict\|ack' "$work/noverdict.err"
+check grep -qi 'ack\|status' "$work/sendtwice.err"
+check test "$(tree_listing "$work/src" | md5sum)" = "$before"
+exit $fail
