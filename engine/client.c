@@ -52,6 +52,7 @@ struct client {
 	uint32_t peer_max_streams;
 	char conn_id[17];
 	uint64_t t0, last_progress;
+	bool no_ring; /* QSYNC_NO_URING: files read at once on the lane's thread */
 };
 
 /* SRC DEST with no host: the peer is this same binary as a child, on pipes, reached over loopback UDP. */
@@ -240,10 +241,6 @@ static int quic_setup(struct client *cl, struct qs_err *err)
 			((struct sockaddr_in6 *)&to)->sin6_port = htons(ports[i]);
 		struct net_dp none = {0};
 		sender_lane_init(l, &cl->snd, &none, per_lane);
-		if (!getenv("QSYNC_NO_URING") && sender_lane_ring(l) < 0) {
-			qs_err_set(err, -ENOMEM, "out of memory");
-			goto out;
-		}
 		struct net_dp_cb cb = sender_dp_cb_template;
 		cb.ctx = l;
 		rc = net_quic_client_new((struct sockaddr *)&to, cl->peerlen, cl->conn_id, psk, &qc, &cb,
@@ -444,6 +441,8 @@ static void lane_run(struct sched_worker *w, void *ctx)
 	struct client *cl = ctx;
 	struct snd_lane *l = cl->up[sched_worker_index(w)];
 	l->w = w; /* its items come from (and go to) this worker's deque */
+	if (!cl->no_ring)
+		(void)sender_lane_ring(l); /* (without its buffers, the lane reads at once) */
 	while (!atomic_load_explicit(&cl->stop, memory_order_acquire)) {
 		struct qs_err e = {0};
 		struct pollfd p[2] = {{.fd = net_dp_fd(&l->dp), .events = POLLIN},
@@ -694,6 +693,7 @@ int engine_client_run(const struct engine_opts *o, struct engine_stats *st, stru
 	memset(st, 0, sizeof(*st));
 	atomic_init(&cl.stop, false);
 	cl.t0 = engine_now_ns();
+	cl.no_ring = getenv("QSYNC_NO_URING") != NULL;
 	cl.m = calloc(1, sizeof(*cl.m));
 	if (!cl.m)
 		return qs_err_set(err, -ENOMEM, "out of memory"), ENGINE_EXIT_START;

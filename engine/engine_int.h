@@ -175,8 +175,9 @@ struct snd_lane {
 	size_t n_rfree;
 };
 
-/* Gives l an io_uring and its read-ahead buffers (without io_uring here, l reads at once). Returns 0
- * or -ENOMEM. */
+/* Gives l an io_uring and its read-ahead buffers (without io_uring here, l reads at once). Called on
+ * the lane's own thread, before it sends: the buffers are touched there first, so that they (and the
+ * ring) sit on the worker's NUMA node. Returns 0 or -ENOMEM. */
 int sender_lane_ring(struct snd_lane *l);
 
 /* Waits for l's reads in flight (its data plane must be gone: every stream closed) and frees the ring. */
@@ -303,9 +304,13 @@ struct rcv_lane {
 int receiver_open(struct receiver *r, const struct net_ctl_sync_start *ss, struct qs_err *err);
 
 /* Readies l (zeroed by the caller, its data plane set or to be set) for r, once r is open: its
- * directory cache and, with ring, an io_uring for its writes (where io_uring is not to be had, the lane
- * writes at once). Returns 0 or -ENOMEM. */
-int receiver_lane_init(struct rcv_lane *l, struct receiver *r, bool ring);
+ * directory cache. Returns 0 or -ENOMEM. */
+int receiver_lane_init(struct rcv_lane *l, struct receiver *r);
+
+/* Gives l an io_uring for its content writes (where io_uring is not to be had, the lane writes at
+ * once). Called on the lane's own thread, before its first stream: the ring, like the write buffers
+ * that thread allocates and touches first, then sits on the NUMA node the worker is pinned to. */
+void receiver_lane_ring(struct rcv_lane *l);
 
 /* Waits for l's writes in flight (the jobs whose streams have ended go with them). Its data plane
  * must be gone already (every stream closed). */

@@ -1044,12 +1044,16 @@ void receiver_flush_reports(struct receiver *r)
 	free(m);
 }
 
-int receiver_lane_init(struct rcv_lane *l, struct receiver *r, bool ring)
+int receiver_lane_init(struct rcv_lane *l, struct receiver *r)
 {
 	l->r = r;
-	if (ring && io_ring_new(RCV_RING_DEPTH, true, &l->ring) < 0)
-		l->ring = NULL; /* no io_uring here: writes happen at once, on the lane's thread */
 	return io_dircache_new(r->rootfd, &l->dc);
+}
+
+void receiver_lane_ring(struct rcv_lane *l)
+{
+	if (!l->ring && io_ring_new(RCV_RING_DEPTH, true, &l->ring) < 0)
+		l->ring = NULL; /* no io_uring here: writes happen at once, on the lane's thread */
 }
 
 void receiver_lane_drain(struct rcv_lane *l)

@@ -782,6 +782,7 @@ int sender_lane_ring(struct snd_lane *l)
 		l->ring = NULL;
 		return -ENOMEM;
 	}
+	memset(l->rbufs, 0, (size_t)SND_RBUFS * SND_RBUF_SIZE); /* first touch: on this thread's node */
 	for (int i = 0; i < SND_RBUFS; i++) {
 		struct snd_rbuf *b = &l->rb[i];
 		memset(b, 0, sizeof(*b));

@@ -198,6 +198,8 @@ static void lane_run(struct sched_worker *w, void *ctx)
 {
 	struct peer *p = ctx;
 	struct rcv_lane *l = &p->quic[sched_worker_index(w)];
+	if (!p->no_ring)
+		receiver_lane_ring(l);
 	while (!atomic_load_explicit(&p->stop, memory_order_acquire)) {
 		struct qs_err e = {0};
 		struct pollfd pf[2] = {{.fd = net_dp_fd(&l->dp), .events = POLLIN},
@@ -456,12 +458,12 @@ int engine_server_session(struct net_ctl_chan *c, const struct engine_addrs *add
 	}
 	p->r.ctl = c;
 	for (unsigned i = 0; i < p->n_quic; i++)
-		if (receiver_lane_init(&p->quic[i], &p->r, !p->no_ring) < 0) {
+		if (receiver_lane_init(&p->quic[i], &p->r) < 0) {
 			qs_err_set(err, -ENOMEM, "out of memory");
 			goto out;
 		}
 	p->r.wbuf_budget = RCV_WBUF_BUDGET; /* the SSH lane, if it comes to that, has it all */
-	if (receiver_lane_init(&p->ssh, &p->r, false) < 0) {
+	if (receiver_lane_init(&p->ssh, &p->r) < 0) {
 		qs_err_set(err, -ENOMEM, "out of memory");
 		goto out;
 	}
