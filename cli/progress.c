@@ -35,16 +35,17 @@ static void json_stats(FILE *f, const char *event, const struct engine_stats *st
 	fprintf(f, ",\"data_path_reason\":");
 	json_str(f, st->data_path_reason);
 	fprintf(f,
-	        ",\"files_unchanged\":%llu,\"files_resent\":%llu,\"files_done_quic\":%llu,\"files_done_ssh\":"
+	        ",\"files_unchanged\":%llu,\"bytes_unchanged\":%llu,\"files_resent\":%llu,\"files_done_"
+	        "quic\":%llu,\"files_done_ssh\":"
 	        "%llu,"
 	        "\"streams_total\":%llu,\"streams_done_quic\":%llu,\"streams_sent_ssh\":%llu,"
 	        "\"quic_port\":%u,\"streams_max\":%u,\"connections\":%u,\"steals\":%llu,"
 	        "\"lane_streams\":[",
-	        (unsigned long long)st->files_unchanged, (unsigned long long)st->files_resent,
-	        (unsigned long long)st->files_done_quic, (unsigned long long)st->files_done_ssh,
-	        (unsigned long long)st->streams_total, (unsigned long long)st->streams_done_quic,
-	        (unsigned long long)st->streams_sent_ssh, st->quic_port, st->streams_max, st->connections,
-	        (unsigned long long)st->steals);
+	        (unsigned long long)st->files_unchanged, (unsigned long long)st->bytes_unchanged,
+	        (unsigned long long)st->files_resent, (unsigned long long)st->files_done_quic,
+	        (unsigned long long)st->files_done_ssh, (unsigned long long)st->streams_total,
+	        (unsigned long long)st->streams_done_quic, (unsigned long long)st->streams_sent_ssh,
+	        st->quic_port, st->streams_max, st->connections, (unsigned long long)st->steals);
 	for (uint32_t i = 0; i < st->connections && i < ENGINE_MAX_LANES; i++)
 		fprintf(f, "%s%llu", i ? "," : "", (unsigned long long)st->lane_streams[i]);
 	fprintf(f, "]}\n");
@@ -121,10 +122,12 @@ void cli_on_event(void *ctx, const struct engine_event *ev)
 			break;
 		char done[32], total[32], rate[32];
 		human_bytes(done, sizeof(done), (double)st->bytes_sent);
-		human_bytes(total, sizeof(total), (double)st->bytes_total);
+		/* what is to be sent: unchanged files leave the total as their verdicts come */
+		uint64_t tot = st->bytes_total - (st->bytes_unchanged < st->bytes_total ? st->bytes_unchanged
+		                                                                        : st->bytes_total);
+		human_bytes(total, sizeof(total), (double)tot);
 		human_bytes(rate, sizeof(rate), st->seconds > 0 ? (double)st->bytes_sent / st->seconds : 0);
-		int pct =
-		    st->bytes_total ? (int)(100.0 * (double)st->bytes_sent / (double)st->bytes_total) : 100;
+		int pct = tot ? (int)(100.0 * (double)st->bytes_sent / (double)tot) : 100;
 		fprintf(stderr, "%s%10s / %-10s %3d%%  %10s/s  %llu/%llu files  %llu in flight  %.1fs%s",
 		        c->stderr_tty ? "\r\033[K" : "", done, total, pct, rate,
 		        (unsigned long long)st->files_done, (unsigned long long)st->files_discovered,

@@ -89,6 +89,7 @@ struct engine_stats {
 	uint64_t wire_bytes;      /* bytes handed to QUIC, framing included */
 	uint64_t files_resent;    /* entries sent again after the data path changed under them */
 	uint64_t files_unchanged; /* the destination had them already (same size and mtime): not sent */
+	uint64_t bytes_unchanged; /* ... their bytes (part of bytes_total, never of bytes_sent) */
 	uint64_t files_done_quic, files_done_ssh; /* files confirmed over each data path */
 	/* streams: a file's, or one range's of a large file (each a stream of its own) */
 	uint64_t streams_total;     /* to send in all */

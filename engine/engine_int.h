@@ -135,7 +135,7 @@ struct sender {
 struct snd_counters {
 	atomic_uint_fast64_t files_done, files_failed, bytes_done, bytes_sent, wire_bytes, files_resent;
 	atomic_uint_fast64_t files_done_quic, files_done_ssh, streams_done_quic, streams_sent_ssh, in_flight;
-	atomic_uint_fast64_t files_unchanged;
+	atomic_uint_fast64_t files_unchanged, bytes_unchanged;
 };
 
 struct sched_worker;
@@ -249,12 +249,16 @@ struct rcv_big {
 	uint8_t *finished;    /* bitmap: the range is written and its hash checked */
 	struct io_wfile wf;   /* the file: positioned writes from any lane; committed by the last range */
 	bool open, failed, committed;
-	unsigned refs;           /* range streams holding it */
+	bool ask;      /* its ranges ask (the quick check): the first one decided for all */
+	bool have;     /* ... that the destination has it: every range is answered HAVE, nothing is opened */
+	unsigned refs; /* range streams holding it */
 	uint32_t mode, uid, gid; /* as the first range said: every range must say the same */
 	int64_t mtime_ns;
 };
 
-#define RCV_MAX_BIGS   64 /* large files arriving at once (a failed one stays, to refuse its ranges) */
+/* Large files arriving at once (a failed one stays, to refuse its ranges): as many as the streams in
+ * flight can start, and then some. */
+#define RCV_MAX_BIGS   2048
 #define RCV_RING_DEPTH 64 /* writes in flight on one lane's io_uring */
 
 struct rcv_wbuf;

@@ -37,6 +37,7 @@ struct rcv_job {
 	bool ack_final; /* the ack is in: our side ends when it is out */
 	bool ask;       /* an ASK entry: the verdict comes first */
 	bool verdict_done;
+	bool single_claim;                  /* this stream took the single-file destination's one entry */
 	char path[NET_STREAM_MAX_PATH + 1]; /* the path we act on (after single-file renaming) */
 	/* Content is gathered here and written in large pieces: QUIC hands it over a packet at a time,
 	 * and a pwrite per ~1.2 KB cost more than the network (ext4's per-write journal work). A full
@@ -207,6 +208,8 @@ static int wbuf_flush(struct rcv_job *j)
 /* Positioned write through the buffer. Data arrives in order, so only a full buffer is written. */
 static int buffered_write(struct rcv_job *j, const uint8_t *p, size_t len, uint64_t off)
 {
+	if (!j->wb) /* none to be had last time: perhaps the writes in flight are done now */
+		wbuf_take(j, j->dec.meta.size > off ? j->dec.meta.size - off : 0);
 	if (!j->wb)
 		return io_wfile_pwrite(out_file(j), p, len, j->base + off);
 	if (j->wlen > 0 && off != j->woff + j->wlen) {
@@ -308,8 +311,9 @@ static bool big_fail(struct rcv_job *j)
 	return first;
 }
 
-/* The first bytes of a range: its file found or made, the range claimed. Returns 0, or fails j (and
- * returns -1) for a range that contradicts its file, comes twice, or belongs to a failed file. */
+/* The first bytes of a range: its file found or made, the range claimed. Returns 0 (its data is wanted),
+ * 1 for an ASK range of a file the destination has (answered: HAVE), or fails j (and returns -1) for a
+ * range that contradicts its file, comes twice, or belongs to a failed file. */
 static int big_begin(struct rcv_job *j, const struct io_meta *im)
 {
 	struct receiver *r = j->r;
@@ -356,21 +360,41 @@ static int big_begin(struct rcv_job *j, const struct io_meta *im)
 		b->uid = m->uid;
 		b->gid = m->gid;
 		b->mtime_ns = m->mtime_ns;
-		if (io_wfile_open(r->rootfd, j->path, im->mode, 0, &b->wf, &e) < 0) {
+		b->ask = j->ask;
+		int have = 0;
+		uint8_t st = NET_STREAM_EBADPATH;
+		if (j->ask) {
+			/* the quick check, once for the whole file: its ranges cannot disagree */
+			struct io_meta fix = *im;
+			fix.set_mode = r->perms; /* (as ask_have) */
+			have = io_unchanged_dc(j->l->dc, j->path, m->file_size, m->mtime_ns, &fix, &e);
+		}
+		if (have == 0 && io_wfile_open(r->rootfd, j->path, im->mode, 0, &b->wf, &e) < 0) {
+			have = -1;
+			st = NET_STREAM_EIO;
+		}
+		if (have < 0) {
 			big_free(b);
 			pthread_mutex_unlock(&r->lock);
 			snprintf(msg, sizeof(msg), "%s", e.msg);
-			job_fail(j, NET_STREAM_EIO, msg);
+			job_fail(j, st, msg);
 			return -1;
 		}
-		b->open = true;
+		b->have = have == 1;
+		b->open = !b->have;
+		if (b->have) {
+			atomic_fetch_add_explicit(&r->ok, 1, memory_order_relaxed);
+			atomic_fetch_add_explicit(&r->unchanged, 1, memory_order_relaxed);
+		}
 		b->next = r->bigs;
 		r->bigs = b;
 		r->n_bigs++;
 	} else if (strcmp(b->path, j->path) != 0 || b->file_size != m->file_size ||
 	           b->count != m->range_count || b->mode != m->mode || b->uid != m->uid || b->gid != m->gid ||
-	           b->mtime_ns != m->mtime_ns) {
+	           b->mtime_ns != m->mtime_ns || b->ask != j->ask) {
 		why = "ranges of one file disagree about it";
+	} else if (b->have) {
+		/* answered below */
 	} else if (b->committed) {
 		why = "range of a file already complete";
 	} else if (bit(b->started, m->range_idx) || bit(b->finished, m->range_idx)) {
@@ -382,6 +406,20 @@ static int big_begin(struct rcv_job *j, const struct io_meta *im)
 		pthread_mutex_unlock(&r->lock);
 		job_fail(j, NET_STREAM_EPROTO, why); /* j->big is not set: the file itself is not failed */
 		return -1;
+	}
+	if (b->have) {
+		/* unchanged: every range is answered HAVE (again, for one sent twice: a resend after the
+		 * data path changed); the entry goes once each range has asked */
+		if (!bit(b->finished, m->range_idx)) {
+			bit_set(b->finished, m->range_idx, true);
+			b->done++;
+		}
+		if (b->done == b->count)
+			big_remove(r, b);
+		pthread_mutex_unlock(&r->lock);
+		j->finished = true;
+		queue_ack(j, NET_STREAM_OK, NULL);
+		return 1;
 	}
 	bit_set(b->started, m->range_idx, true);
 	b->refs++;
@@ -526,22 +564,19 @@ static int remember_dir(struct receiver *r, const char *rel, const struct net_st
 	return 0;
 }
 
-/* An ASK entry: true when it is settled here (the destination has the file already, so HAVE and the ack
- * are on their way, or the look failed and the entry with it), false when its data is wanted (the
- * caller opens the file and sends SEND). Every range of a large file asks for itself, about the whole
- * file; only the first counts it. */
+/* An ASK entry (not a range: big_begin decides those once per file): true when it is settled here (the
+ * destination has the file already, so HAVE and the ack are on their way, or the look failed and the
+ * entry with it), false when its data is wanted (the caller opens the file and sends SEND). */
 static bool ask_have(struct rcv_job *j, const struct io_meta *im)
 {
 	struct receiver *r = j->r;
 	const struct net_stream_meta *m = &j->dec.meta;
 	char msg[NET_STREAM_MAX_ACK_MSG];
 	struct qs_err e = {0};
-	bool range = m->flags & NET_STREAM_F_RANGE;
 	struct io_meta fix = *im;
 	fix.set_mode = r->perms; /* without -p an unchanged file keeps its bits, as with rsync */
 
-	j->ask = true;
-	int rc = io_unchanged_dc(j->l->dc, j->path, range ? m->file_size : m->size, m->mtime_ns, &fix, &e);
+	int rc = io_unchanged_dc(j->l->dc, j->path, m->size, m->mtime_ns, &fix, &e);
 	if (rc < 0) {
 		snprintf(msg, sizeof(msg), "%s", e.msg);
 		job_fail(j, NET_STREAM_EBADPATH, msg);
@@ -550,10 +585,8 @@ static bool ask_have(struct rcv_job *j, const struct io_meta *im)
 	if (rc == 0)
 		return false;
 	j->finished = true;
-	if (!range || m->range_idx == 0) {
-		atomic_fetch_add_explicit(&r->ok, 1, memory_order_relaxed);
-		atomic_fetch_add_explicit(&r->unchanged, 1, memory_order_relaxed);
-	}
+	atomic_fetch_add_explicit(&r->ok, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&r->unchanged, 1, memory_order_relaxed);
 	queue_ack(j, NET_STREAM_OK, NULL);
 	return true;
 }
@@ -566,6 +599,7 @@ static void on_meta(struct rcv_job *j)
 	struct qs_err e = {0};
 
 	j->meta_seen = true;
+	j->ask = m->flags & NET_STREAM_F_ASK; /* from here on, whatever the answer, a verdict comes first */
 	if (r->single_file) {
 		/* One file, written under the destination's own name: nothing else may touch that
 		 * directory (it is the user's, not the transfer's). */
@@ -576,6 +610,8 @@ static void on_meta(struct rcv_job *j)
 			refuse = false;
 		if (!r->single_used && (m->flags & NET_STREAM_F_RANGE))
 			r->single_big = m->file_id + 1u;
+		if (!r->single_used && !(m->flags & NET_STREAM_F_RANGE))
+			j->single_claim = true;
 		r->single_used = true;
 		pthread_mutex_unlock(&r->lock);
 		if (refuse) {
@@ -636,7 +672,7 @@ static void on_meta(struct rcv_job *j)
 		return;
 	}
 	struct io_meta im = meta_for(r, m->mode, m->mtime_ns, m->uid, m->gid);
-	if ((m->flags & NET_STREAM_F_ASK) && ask_have(j, &im))
+	if (j->ask && !(m->flags & NET_STREAM_F_RANGE) && ask_have(j, &im))
 		return;
 	if (m->flags & NET_STREAM_F_RANGE) {
 		if (big_begin(j, &im) == 0) {
@@ -860,6 +896,12 @@ static void rcv_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 		 * may come again: its file waits for it. (The file itself goes with the job.) */
 		wbuf_give_back(j);
 		bool count = app_error != NET_DP_GONE;
+		if (j->single_claim && app_error == NET_DP_GONE) {
+			/* it comes again on the next data path: the one entry is still to be had */
+			pthread_mutex_lock(&r->lock);
+			r->single_used = false;
+			pthread_mutex_unlock(&r->lock);
+		}
 		if (j->big && app_error == NET_DP_GONE) {
 			pthread_mutex_lock(&r->lock);
 			bit_set(j->big->started, j->dec.meta.range_idx, false);
@@ -976,8 +1018,8 @@ int receiver_finish(struct receiver *r, struct qs_err *err)
 	/* a large file some of whose ranges never came: it fails (the final name is left as it was) */
 	pthread_mutex_lock(&r->lock);
 	for (struct rcv_big *b = r->bigs; b; b = b->next) {
-		if (b->committed || b->failed)
-			continue;
+		if (b->committed || b->failed || b->have)
+			continue; /* (an unchanged file is fine whichever of its ranges asked) */
 		char qb[IO_QUOTE_MAX];
 		fprintf(stderr, "qsync: receiver: \"%s\": only %u of its %u ranges arrived; not written\n",
 		        qp(b->path, qb), b->done, b->count);

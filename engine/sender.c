@@ -857,6 +857,7 @@ void sender_stats(struct snd_lane *const *lanes, size_t n, struct sender *s, str
 	st->streams_total = get(&s->entries);
 	st->files_done = st->files_failed = st->bytes_done = st->bytes_sent = st->wire_bytes = 0;
 	st->files_resent = st->files_done_quic = st->files_done_ssh = st->files_unchanged = 0;
+	st->bytes_unchanged = 0;
 	st->streams_done_quic = st->streams_sent_ssh = 0;
 	st->files_in_flight = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -870,6 +871,7 @@ void sender_stats(struct snd_lane *const *lanes, size_t n, struct sender *s, str
 		st->files_done_quic += get(&c->files_done_quic);
 		st->files_done_ssh += get(&c->files_done_ssh);
 		st->files_unchanged += get(&c->files_unchanged);
+		st->bytes_unchanged += get(&c->bytes_unchanged);
 		st->streams_done_quic += get(&c->streams_done_quic);
 		st->streams_sent_ssh += get(&c->streams_sent_ssh);
 		st->files_in_flight += get(&c->in_flight);
@@ -950,6 +952,12 @@ static ssize_t snd_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t
 		case PH_DATA: {
 			uint64_t left = size - j->data_off;
 			if (left == 0) {
+				if (j->rb && !j->reading) {
+					/* all read: the buffer serves another stream while this one waits for
+					 * its ack */
+					j->l->rfree[j->l->n_rfree++] = j->rb;
+					j->rb = NULL;
+				}
 				if (j->fd >= 0) {
 					close(j->fd);
 					j->fd = -1;
@@ -1074,7 +1082,8 @@ static void snd_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 	const char *name = e->rel[0] ? e->rel : ".";
 	/* The receiver acks OK only once the entry is in place, so an OK ack is enough even if the stream
 	 * then ends with an error (the data path going away before the last close). */
-	bool confirmed = j->acked && j->ack_status == NET_STREAM_OK && j->phase == PH_SENT;
+	bool confirmed = j->acked && j->ack_status == NET_STREAM_OK &&
+	                 (j->phase == PH_SENT || j->verdict == NET_STREAM_VERDICT_HAVE);
 	bool requeued = false;
 	if (!confirmed && app_error == NET_DP_GONE && !j->acked && j->msg[0] == '\0' && requeue(s, e, true)) {
 		j->e = NULL; /* the resend queue has it now */
@@ -1085,6 +1094,8 @@ static void snd_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 	} else if (confirmed) {
 		if (j->verdict != NET_STREAM_VERDICT_HAVE)
 			add(&l->c.bytes_done, entry_size(e));
+		else
+			add(&l->c.bytes_unchanged, entry_size(e));
 		if (!on_ssh(l))
 			add(&l->c.streams_done_quic, 1);
 		/* a range counts the file once, when it is the last range confirmed of a file not failed */

@@ -169,8 +169,9 @@ void io_ring_free(struct io_ring *r);
 int io_ring_fd(const struct io_ring *r);
 
 /* Submits a positioned write of buf[0..len) to fd at off. buf must stay untouched, and fd open, until
- * done() (the kernel's worker looks fd up when it runs the write). Returns 0, or -EBUSY when the ring
- * is full (write synchronously then). */
+ * done() (the kernel's worker looks fd up when it runs the write). Returns 0 (the op is the ring's from
+ * then on, even if the kernel takes it only at a later submit), or -EBUSY when the ring is full or as
+ * many ops are in flight as its completion queue holds (write synchronously then). */
 int io_ring_write(struct io_ring *r, struct io_ring_op *op, int fd, const void *buf, size_t len,
                   uint64_t off);
 
@@ -189,7 +190,8 @@ int io_ring_read(struct io_ring *r, struct io_ring_op *op, int fd, void *buf, si
 /* Submits anything still queued. Returns 0 or a negative errno. */
 int io_ring_submit(struct io_ring *r);
 
-/* Calls done() for every completion waiting; never blocks. Returns how many. */
+/* Submits what earlier calls could not, then calls done() for every completion waiting; never blocks.
+ * Returns how many. */
 int io_ring_reap(struct io_ring *r);
 
 /* Submits what is queued and waits until nothing is in flight. */

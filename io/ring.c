@@ -16,11 +16,14 @@
 struct io_ring {
 	struct io_uring ring;
 	int efd;
-	unsigned inflight; /* submitted or queued, not yet reaped */
-	unsigned queued;   /* prepared, not yet submitted */
-	unsigned nbufs;    /* registered buffers */
+	unsigned inflight;     /* submitted or queued, not yet reaped */
+	unsigned queued;       /* prepared, not yet submitted */
+	unsigned nbufs;        /* registered buffers */
+	unsigned max_inflight; /* the completion queue's size: never more in flight, so none overflows */
 	bool async;
 };
+
+#define RING_CQ_PER_SQ 16u /* completion entries per submission entry: writes pile up while disks work */
 
 int io_ring_new(unsigned depth, bool async, struct io_ring **out)
 {
@@ -28,11 +31,13 @@ int io_ring_new(unsigned depth, bool async, struct io_ring **out)
 	if (!r)
 		return -ENOMEM;
 	/* No SINGLE_ISSUER: the ring is made and drained by the control thread, used by a worker. */
-	int rc = io_uring_queue_init(depth, &r->ring, 0);
+	struct io_uring_params p = {.flags = IORING_SETUP_CQSIZE, .cq_entries = depth * RING_CQ_PER_SQ};
+	int rc = io_uring_queue_init_params(depth, &r->ring, &p);
 	if (rc < 0) {
 		free(r);
 		return rc;
 	}
+	r->max_inflight = p.cq_entries;
 	r->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (r->efd < 0 || io_uring_register_eventfd(&r->ring, r->efd) < 0) {
 		rc = r->efd < 0 ? -errno : -EINVAL;
@@ -68,14 +73,25 @@ int io_ring_submit(struct io_ring *r)
 	return 0;
 }
 
-int io_ring_write(struct io_ring *r, struct io_ring_op *op, int fd, const void *buf, size_t len, uint64_t off)
+/* A free submission entry, or NULL when the ring cannot take one more op now. */
+static struct io_uring_sqe *take_sqe(struct io_ring *r)
 {
+	if (r->inflight >= r->max_inflight)
+		return NULL; /* its completion might not fit */
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
 	if (!sqe) {
 		/* the submission queue is full: send what is there and try once more */
-		if (io_ring_submit(r) < 0 || !(sqe = io_uring_get_sqe(&r->ring)))
-			return -EBUSY;
+		(void)io_ring_submit(r);
+		sqe = io_uring_get_sqe(&r->ring);
 	}
+	return sqe;
+}
+
+int io_ring_write(struct io_ring *r, struct io_ring_op *op, int fd, const void *buf, size_t len, uint64_t off)
+{
+	struct io_uring_sqe *sqe = take_sqe(r);
+	if (!sqe)
+		return -EBUSY;
 	io_uring_prep_write(sqe, fd, buf, (unsigned)len, off);
 	if (r->async)
 		sqe->flags |= IOSQE_ASYNC;
@@ -85,8 +101,10 @@ int io_ring_write(struct io_ring *r, struct io_ring_op *op, int fd, const void *
 	r->inflight++;
 	/* At once: an io-wq worker looks the fd up when it runs the write, so the caller must not close
 	 * (and the process must not reuse) fd until done(); submitting now keeps that window to the write
-	 * itself rather than the time until the next batch. */
-	return io_ring_submit(r);
+	 * itself rather than the time until the next batch. Once prepared the op is the ring's, whatever
+	 * the submit says: what the kernel did not take now goes with the next submit (io_ring_reap). */
+	(void)io_ring_submit(r);
+	return 0;
 }
 
 int io_ring_register(struct io_ring *r, const struct iovec *bufs, unsigned n)
@@ -100,11 +118,9 @@ int io_ring_register(struct io_ring *r, const struct iovec *bufs, unsigned n)
 int io_ring_read(struct io_ring *r, struct io_ring_op *op, int fd, void *buf, size_t len, uint64_t off,
                  int buf_index)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
-	if (!sqe) {
-		if (io_ring_submit(r) < 0 || !(sqe = io_uring_get_sqe(&r->ring)))
-			return -EBUSY;
-	}
+	struct io_uring_sqe *sqe = take_sqe(r);
+	if (!sqe)
+		return -EBUSY;
 	if (buf_index >= 0 && (unsigned)buf_index < r->nbufs)
 		io_uring_prep_read_fixed(sqe, fd, buf, (unsigned)len, off, buf_index);
 	else
@@ -113,13 +129,15 @@ int io_ring_read(struct io_ring *r, struct io_ring_op *op, int fd, void *buf, si
 	op->len = 0; /* a read may be short (the file shrank): the caller judges */
 	r->queued++;
 	r->inflight++;
-	return io_ring_submit(r);
+	(void)io_ring_submit(r); /* (as for a write: the op is the ring's now) */
+	return 0;
 }
 
 int io_ring_reap(struct io_ring *r)
 {
 	uint64_t sink;
 	int n = 0;
+	(void)io_ring_submit(r); /* what an earlier submit could not hand over */
 	(void)!read(r->efd, &sink, sizeof(sink));
 	for (;;) {
 		struct io_uring_cqe *cqe;
@@ -140,10 +158,14 @@ int io_ring_reap(struct io_ring *r)
 
 void io_ring_drain(struct io_ring *r)
 {
-	(void)io_ring_submit(r);
 	while (r->inflight > 0) {
 		struct io_uring_cqe *cqe;
-		if (io_uring_wait_cqe(&r->ring, &cqe) < 0)
+		(void)io_ring_submit(r);
+		int rc = io_uring_wait_cqe(&r->ring, &cqe);
+		if (rc == -EINTR || rc == -EAGAIN || rc == -EBUSY)
+			continue; /* (a signal in the middle of a teardown: the buffers are still the
+			             kernel's) */
+		if (rc < 0)
 			break;
 		io_uring_cqe_seen(&r->ring, cqe);
 		r->inflight--;

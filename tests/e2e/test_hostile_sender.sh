@@ -102,4 +102,43 @@ check grep -q 'ack_complete ok=2 failed=6' "$work/ranges.out" # odd.bin and part
 check test -z "$(find "$work/ranges" -name '.*.qs.*' -print -quit)"
 check grep -q 'exit-status 23' "$work/ranges.out"
 
+# ASK entries from an impatient sender (the data follows at once, without waiting for the verdict).
+# The destination's unchanged files get HAVE and are not touched, even by the bytes that came anyway (the
+# files below hold other bytes under the same size and mtime, so a write would show); a changed one gets
+# SEND and is written; the ranges of one file share one verdict, and a range that does not ASK when its
+# file's others did disagrees with them.
+mkdir -p "$work/ask"
+printf 'abcdefghij' >"$work/ask/same.txt"
+printf 'abc' >"$work/ask/other.txt"
+printf 'abcdefghijabcdefghijabcdefghij' >"$work/ask/have.bin"
+printf 'abcdefghijabcdefghijabcdefghij' >"$work/ask/mix.bin"
+chmod 0644 "$work/ask/"*
+touch -d @1600000000 "$work/ask/same.txt" "$work/ask/other.txt" "$work/ask/have.bin" "$work/ask/mix.bin"
+"$QS_PROBE" -e "$QS_RSH" "$me@127.0.0.1" "$QSYNC_BIN" send "$work/ask" \
+	"aok:same.txt" "aok:other.txt" "aok:new.txt" "ar0:have.bin" "ar1:have.bin" "ar2:have.bin" \
+	"ar0:mix.bin" "r1:mix.bin" "ahash:other2.txt" "aok:../escape" >"$work/ask.out" 2>"$work/ask.err" || true
+cat "$work/ask.out"
+ast() { awk -v k="$1" -v p="$2" '$1=="case" && $2==k && $3==p {sub("status=","",$4); print $4}' "$work/ask.out"; }
+vrd() { awk -v k="$1" -v p="$2" '$1=="case" && $2==k && $3==p {for (i=4;i<=NF;i++) if ($i ~ /^verdict=/) {sub("verdict=","",$i); print $i}}' "$work/ask.out"; }
+check test "$(ast aok same.txt)" = 0
+check test "$(vrd aok same.txt)" = H
+check test "$(cat "$work/ask/same.txt")" = abcdefghij    # HAVE: the bytes that came anyway were dropped
+check test "$(vrd aok other.txt)" = S
+check test "$(cat "$work/ask/other.txt")" = 0123456789   # changed (size): sent and written
+check test "$(vrd aok new.txt)" = S
+check test "$(cat "$work/ask/new.txt")" = 0123456789
+for i in 0 1 2; do
+	check test "$(ast ar$i have.bin)" = 0
+	check test "$(vrd ar$i have.bin)" = H
+done
+check test "$(cat "$work/ask/have.bin")" = abcdefghijabcdefghijabcdefghij
+check test "$(ast r1 mix.bin)" = 4                        # no ASK among ASK ranges: refused
+check test "$(cat "$work/ask/mix.bin")" = abcdefghijabcdefghijabcdefghij
+check test "$(ast ahash other2.txt)" = 2                   # SEND, then a wrong hash: nothing written
+check test ! -e "$work/ask/other2.txt"
+check test "$(ast aok ../escape)" = 1                      # unsafe path: HAVE (send nothing) and why
+check test "$(vrd aok ../escape)" = H
+check test ! -e "$work/escape"
+check test -z "$(find "$work/ask" -name '.*.qs.*' -print -quit)"
+
 exit $fail

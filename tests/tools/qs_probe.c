@@ -8,7 +8,9 @@
  *       data), extra (bytes after the trailer), lie (size says 1 MiB, stream carries 10 bytes),
  *       dir (a directory entry, mode 07777, owner 1234:1234), root (the root entry; PATH empty);
  *       ranges of a 30-byte file PATH in 3 ranges of 10 bytes (all ranges of one PATH share a file_id):
- *       r0 r1 r2 (a good range), rh0.. (a wrong hash), rm0.. (another mode than the other ranges)
+ *       r0 r1 r2 (a good range), rh0.. (a wrong hash), rm0.. (another mode than the other ranges);
+ *       a prefix "a" (aok, ar0, arh1, ...) sets ASK but sends the data at once, not waiting for the
+ *       verdict (an impatient sender); the verdict is printed as verdict=S|H (- when none came)
  *   qs_probe ... send1 DEST CASE...    the same, with sync_start asking for a single-file destination
  * Prints one line per case: "case KIND PATH status=N msg=..." and, at the end, "ack_complete ok=N
  * failed=N" and "exit-status N" (the server's). Exit 0 when the conversation ran to its end. */
@@ -39,6 +41,8 @@ struct pcase {
 	char msg[NET_STREAM_MAX_ACK_MSG + 1];
 	bool closed;
 	uint64_t app_error;
+	bool ask;        /* the kind began with 'a': ASK */
+	uint8_t verdict; /* the first byte back, for an ASK case */
 };
 
 static struct pcase cases[PROBE_MAX_CASES];
@@ -59,6 +63,11 @@ static ssize_t p_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t c
 static int p_recv(void *ctx, int64_t sid, void **user, const uint8_t *data, size_t len, int fin)
 {
 	struct pcase *c = *user;
+	if (c && c->ask && !c->verdict && len > 0) {
+		c->verdict = data[0];
+		data++;
+		len--;
+	}
 	if (!c || len > sizeof(c->ack) - c->ack_len)
 		return -EPROTO;
 	memcpy(c->ack + c->ack_len, data, len);
@@ -107,6 +116,8 @@ static int build_case(struct pcase *c, uint32_t id)
 	if (!m)
 		return -ENOMEM;
 	m->file_id = id;
+	if (c->ask)
+		m->flags |= NET_STREAM_F_ASK;
 	uint32_t ridx = 0;
 	bool rhash = false, rmode = false;
 	bool range = range_kind(c->kind, &ridx, &rhash, &rmode);
@@ -115,7 +126,7 @@ static int build_case(struct pcase *c, uint32_t id)
 		for (const char *p = c->path; *p; p++)
 			h = (h ^ (uint8_t)*p) * 16777619u;
 		m->file_id = 0x40000000u | (h & 0x3fffffffu);
-		m->flags = NET_STREAM_F_RANGE;
+		m->flags |= NET_STREAM_F_RANGE;
 		m->file_size = 30;
 		m->range_count = 3;
 		m->range_idx = ridx;
@@ -240,7 +251,8 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		*colon = '\0';
-		cases[n_cases].kind = argv[i];
+		cases[n_cases].ask = argv[i][0] == 'a';
+		cases[n_cases].kind = argv[i] + (argv[i][0] == 'a');
 		cases[n_cases].path = colon + 1;
 		cases[n_cases].status = -1;
 		n_cases++;
@@ -333,8 +345,9 @@ int main(int argc, char **argv)
 	}
 	drive(ctl, q, 10000, all_closed);
 	for (int i = 0; i < n_cases; i++)
-		printf("case %s %s status=%d app_error=%llu msg=%s\n", cases[i].kind, cases[i].path,
-		       cases[i].status, (unsigned long long)cases[i].app_error, cases[i].msg);
+		printf("case %s%s %s status=%d app_error=%llu verdict=%c msg=%s\n", cases[i].ask ? "a" : "",
+		       cases[i].kind, cases[i].path, cases[i].status, (unsigned long long)cases[i].app_error,
+		       cases[i].verdict ? cases[i].verdict : '-', cases[i].msg);
 
 	memset(m, 0, sizeof(*m));
 	m->type = NET_CTL_SYNC_COMPLETE;
