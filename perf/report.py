@@ -110,9 +110,15 @@ def write_markdown(out, res):
           "1 s" if res.get("quick") else "3 s (5 s on wan links)"))
     w("- `cp -a` is the local ceiling (same source and destination filesystems, no network), measured on "
       "loopback only.")
-    w("- qsync today re-sends every file on re-sync (no quick check yet), while rsync skips unchanged "
-      "files; the re-sync rows show this as it is.")
+    w("- Re-sync: rsync skips files whose size and mtime match; qsync does the same since its quick "
+      "check (commit adf3866); a qsync built before it sends every file again. scp and tar always do.")
     w("")
+    notes = os.path.join(out, "notes.md")
+    if os.path.exists(notes):
+        w("## Notes on this run")
+        w("")
+        w(open(notes).read().strip())
+        w("")
     w("## Results")
     w("")
     for sc in res["scenarios"]:

@@ -10,6 +10,14 @@ repo=$(cd "$here/../.." && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/qs-perf-quick.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
+# what a benchmark running at the same time (or a killed one) owns is not ours to judge: compare the
+# harness's cgroups and scratch mounts after this run with those that were there before it
+harness_leftovers() {
+	{ ls -d /sys/fs/cgroup/*/qsperf-* /sys/fs/cgroup/memory/*/*/qsperf-* 2>/dev/null || true; } | sort
+	{ awk '$2 ~ /qsperf-fs\./ {print "mount " $2}' /proc/mounts || true; } | sort
+}
+harness_leftovers >"$tmp/before"
+
 # the data is generated into the temp dir too, so the test leaves nothing in the source tree
 "$repo/perf/run" --quick --qsync "$QSYNC_BIN" --out "$tmp/out" --data-dir "$tmp/data" >"$tmp/log" 2>&1 || {
 	echo "FAIL: perf/run --quick exited $?"
@@ -69,12 +77,14 @@ if fail:
 print("ok: %d runs, %d summary rows" % (len(res["runs"]), len(res["summary"])))
 PYEOF
 # nothing the harness made may outlive it
-if ls /sys/fs/cgroup/*/qsperf-* >/dev/null 2>&1 || ls /sys/fs/cgroup/memory/*/*/qsperf-* >/dev/null 2>&1; then
-	echo "FAIL: cgroups left behind"
+harness_leftovers >"$tmp/after"
+if new=$(comm -13 "$tmp/before" "$tmp/after") && [ -n "$new" ]; then
+	echo "FAIL: the harness left behind:"
+	echo "$new"
 	exit 1
 fi
-if grep -q ' [^ ]*qsperf-fs\.' /proc/mounts || ls "$tmp"/data/scratch-*.img >/dev/null 2>&1; then
-	echo "FAIL: the scratch filesystem (mount or image) was left behind"
+if ls "$tmp"/data/scratch-*.img >/dev/null 2>&1; then
+	echo "FAIL: the scratch filesystem image was left behind"
 	exit 1
 fi
 echo "PASS: perf/run --quick"
