@@ -829,16 +829,6 @@ def machine_info(data_dir):
     return info
 
 
-def source_commit():
-    """The commit of this checkout (perf/run builds qsync from it), or "?" outside a git checkout."""
-    try:
-        r = subprocess.run(["git", "-C", os.path.dirname(os.path.abspath(__file__)), "describe", "--always",
-                            "--dirty"], capture_output=True, text=True, timeout=20)
-        return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "?"
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-
-
 def versions(qsync):
     return {
         "qsync": capture([qsync, "--version"]).splitlines()[0] if capture([qsync, "--version"]) else "?",
@@ -848,8 +838,8 @@ def versions(qsync):
         "tar": capture(["tar", "--version"]).splitlines()[0],
         "cp": capture(["cp", "--version"]).splitlines()[0],
         "python": platform.python_version(),
-        # perf/run builds qsync from this checkout (unless --qsync names another binary)
-        "checkout": source_commit(),
+        # the commit perf/run built qsync from; a binary named with --qsync has no known source
+        "qsync_source": os.environ.get("QS_PERF_SOURCE") or "unknown: --qsync %s" % qsync,
     }
 
 

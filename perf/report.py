@@ -48,10 +48,22 @@ def write_markdown(out, res):
     w = L.append
     w("# qsync benchmark results")
     w("")
-    w("Run %s → %s%s; `perf/run %s`; %d round(s) per scenario, timeout %g s per run." % (
-        res["started"], res.get("finished", "?"), " (**interrupted**: %s)" % res["interrupted"]
-        if res.get("interrupted") else "", " ".join(res["args"]), res["repeat"], res["timeout_s"]))
+    if res.get("parts"):
+        w("Merged by `perf/merge.py` from %d runs, %s → %s; %d round(s) per scenario, timeout %g s per run." % (
+            len(res["parts"]), res["started"], res.get("finished", "?"), res["repeat"], res["timeout_s"]))
+    else:
+        w("Run %s → %s%s; `perf/run %s`; %d round(s) per scenario, timeout %g s per run." % (
+            res["started"], res.get("finished", "?"), " (**interrupted**: %s)" % res["interrupted"]
+            if res.get("interrupted") else "", " ".join(res["args"]), res["repeat"], res["timeout_s"]))
     w("")
+    for p in res.get("parts", []):
+        # merged by perf/merge.py: which run each scenario comes from
+        w("- from `%s` (%s → %s%s; `perf/run %s`; qsync built from %s): %s" % (
+            p["dir"], p["started"], p["finished"], ", interrupted: %s" % p["interrupted"] if p.get("interrupted")
+            else "", " ".join(p["args"]), p.get("qsync_source") or p["versions"].get("qsync_source", "?"),
+            ", ".join(p["scenarios"]) or "nothing (every scenario it ran was run again later)"))
+    if res.get("parts"):
+        w("")
     w("## Machine")
     w("")
     w("- CPU: %s, %s cores; memory %s GiB; kernel %s%s" % (

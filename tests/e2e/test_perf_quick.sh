@@ -76,6 +76,27 @@ if fail:
     sys.exit(1)
 print("ok: %d runs, %d summary rows" % (len(res["runs"]), len(res["summary"])))
 PYEOF
+# merging a run with itself (a rerun of every scenario) keeps each scenario once, from the later run
+"$repo/perf/merge.py" "$tmp/merged" "$tmp/out" "$tmp/out" >/dev/null
+python3 - "$tmp/out" "$tmp/merged" <<'PYEOF'
+import json, sys
+a, m = (json.load(open(d + "/results.json")) for d in sys.argv[1:3])
+fail = []
+if [s["name"] for s in m["scenarios"]] != [s["name"] for s in a["scenarios"]]:
+    fail.append("merged scenarios differ")
+if len(m["runs"]) != len(a["runs"]) or len(m["summary"]) != len(a["summary"]):
+    fail.append("merged %d runs / %d rows, expected %d / %d" % (len(m["runs"]), len(m["summary"]),
+                                                             len(a["runs"]), len(a["summary"])))
+if [p["scenarios"] for p in m["parts"]] != [[], [s["name"] for s in a["scenarios"]]]:
+    fail.append("parts: %r" % [p["scenarios"] for p in m["parts"]])
+if "Merged by `perf/merge.py` from 2 runs" not in open(sys.argv[2] + "/RESULTS.md").read():
+    fail.append("merged RESULTS.md does not say it was merged")
+if fail:
+    print("FAIL: merge:\n  " + "\n  ".join(fail))
+    sys.exit(1)
+print("ok: merge")
+PYEOF
+
 # nothing the harness made may outlive it
 harness_leftovers >"$tmp/after"
 if new=$(comm -13 "$tmp/before" "$tmp/after") && [ -n "$new" ]; then
