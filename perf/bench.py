@@ -401,7 +401,8 @@ class Cgroups:
         """Anonymous memory of the group now: v1 memory.stat rss, v2 memory.stat anon."""
         if not self.mode:
             return None
-        v = self._read(os.path.join(self.dirs[side]["mem"], "memory.stat"))
+        d = self.dirs.get(side)  # gone once the groups are removed (an interrupted run)
+        v = self._read(os.path.join(d["mem"], "memory.stat")) if d else None
         if not v:
             return None
         m = re.search(r"^%s (\d+)" % ("rss" if self.mode == "v1" else "anon"), v, re.M)
@@ -626,7 +627,11 @@ def run_measured(argv, ctx, link, timeout, stdout_path=None):
 
     w = threading.Thread(target=waiter, daemon=True)
     w.start()
-    w.join(timeout)
+    try:
+        w.join(timeout)
+    except BaseException:
+        sampler.stop()  # an interrupt: the groups it reads are about to go
+        raise
     timed_out = w.is_alive()
     if timed_out:
         try:

@@ -102,6 +102,23 @@ check grep -q 'ack_complete ok=2 failed=6' "$work/ranges.out" # odd.bin and part
 check test -z "$(find "$work/ranges" -name '.*.qs.*' -print -quit)"
 check grep -q 'exit-status 23' "$work/ranges.out"
 
+# Many large files at once: the first range of each of 100 files comes before any second one, so all 100
+# are open on the receiver together (more than the 64 it once allowed); every one lands whole.
+mkdir -p "$work/wide"
+wide=()
+for r in 0 1 2; do
+	for i in $(seq 1 100); do wide+=("r$r:w$i.bin"); done
+done
+"$QS_PROBE" -e "$QS_RSH" "$me@127.0.0.1" "$QSYNC_BIN" send "$work/wide" "${wide[@]}" \
+	>"$work/wide.out" 2>"$work/wide.err" || true
+tail -n 3 "$work/wide.out"; sed "s/^/stderr: /" "$work/wide.err" | head -20
+check test "$(grep -c '^case r[012] w[0-9]*\.bin status=0' "$work/wide.out")" = 300
+check test "$(cat "$work/wide/w1.bin")" = 012345678901234567890123456789
+check test "$(cat "$work/wide/w100.bin")" = 012345678901234567890123456789
+check test "$(find "$work/wide" -name 'w*.bin' -size 30c | wc -l)" = 100
+check grep -q 'ack_complete ok=100 failed=0' "$work/wide.out"
+check grep -q 'exit-status 0' "$work/wide.out"
+
 # ASK entries from an impatient sender (the data follows at once, without waiting for the verdict).
 # The destination's unchanged files get HAVE and are not touched, even by the bytes that came anyway (the
 # files below hold other bytes under the same size and mtime, so a write would show); a changed one gets

@@ -28,7 +28,7 @@
 #include "net/ssh.h"
 #include "net/stream.h"
 
-#define PROBE_MAX_CASES 64
+#define PROBE_MAX_CASES 512
 
 struct pcase {
 	const char *kind;
@@ -336,12 +336,28 @@ int main(int argc, char **argv)
 	if (rc < 0)
 		return 1;
 
-	for (int i = 0; i < n_cases; i++) {
+	/* in order, each as soon as the peer lets another stream open (more cases than max_streams wait) */
+	for (int i = 0, waited = 0; i < n_cases;) {
 		int64_t sid;
-		if (build_case(&cases[i], (uint32_t)i) < 0 || net_quic_stream_open(q, &cases[i], &sid) < 0) {
-			fprintf(stderr, "qs_probe: cannot start case %d\n", i);
+		if (build_case(&cases[i], (uint32_t)i) < 0) {
+			fprintf(stderr, "qs_probe: cannot build case %d\n", i);
 			return 1;
 		}
+		rc = net_quic_stream_open(q, &cases[i], &sid);
+		if (rc == 0) {
+			i++;
+			continue;
+		}
+		if (rc == -EAGAIN && waited < 10000) {
+			int d = drive(ctl, q, 50, NULL); /* runs 50 ms: ETIMEDOUT is its normal end here */
+			if (d == 0 || d == -ETIMEDOUT) {
+				waited += 50;
+				continue;
+			}
+			rc = d;
+		}
+		fprintf(stderr, "qs_probe: cannot start case %d (%d)\n", i, rc);
+		return 1;
 	}
 	drive(ctl, q, 10000, all_closed);
 	for (int i = 0; i < n_cases; i++)
