@@ -60,7 +60,7 @@ def write_markdown(out, res):
         # merged by perf/merge.py: which run each scenario comes from
         w("- from `%s` (%s → %s%s; `perf/run %s`; qsync built from %s): %s" % (
             p["dir"], p["started"], p["finished"], ", interrupted: %s" % p["interrupted"] if p.get("interrupted")
-            else "", " ".join(p["args"]), p.get("qsync_source") or p["versions"].get("qsync_source", "?"),
+            else "", " ".join(p["args"]), p["versions"].get("qsync_source", "not recorded"),
             ", ".join(p["scenarios"]) or "nothing (every scenario it ran was run again later)"))
     if res.get("parts"):
         w("")
