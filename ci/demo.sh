@@ -62,6 +62,9 @@ echo
 echo "== the SSH-only data path (--no-quic: what qsync falls back to when UDP is blocked)"
 "$QSYNC" -a --no-quic -e "$rsh" "$work/src/" "$me@127.0.0.1:$work/dst-ssh/"
 echo
+echo "== again, nothing changed: the quick check (size and mtime, like rsync) sends nothing"
+"$QSYNC" -a -e "$rsh" "$work/src/" "$me@127.0.0.1:$work/dst/"
+echo
 echo "== check: content, type, mode, size and mtime (ns) of every entry"
 ok=1
 for d in dst dst-json dst-ssh; do
