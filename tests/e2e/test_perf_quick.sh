@@ -104,6 +104,52 @@ if new=$(comm -13 "$tmp/before" "$tmp/after") && [ -n "$new" ]; then
 	echo "$new"
 	exit 1
 fi
+# interrupted in the middle of a wan scenario (namespaces, emulator, sshd up; a tool running): the
+# harness stops with 130, says so in results.json and RESULTS.md, and takes everything down
+"$repo/perf/run" --quick --scenario wan50/small --qsync "$QSYNC_BIN" --out "$tmp/int" --data-dir "$tmp/data" \
+	>"$tmp/int.log" 2>&1 &
+bench=$! # perf/run execs bench.py: this is its pid
+linkpid=
+for ((i = 0; i < 1200; i++)); do
+	[ -z "$linkpid" ] && linkpid=$(pgrep -P "$bench" -f 'perf/link.sh' | head -n 1 || true)
+	grep -q 'wan50/small round 1/1' "$tmp/int.log" 2>/dev/null && break # the link is up, tools start
+	kill -0 "$bench" 2>/dev/null || break
+	sleep 0.1
+done
+if [ -z "$linkpid" ] || ! kill -0 "$bench" 2>/dev/null; then
+	echo "FAIL: the wan run did not get going (link.sh pid '${linkpid}')"
+	tail -n 20 "$tmp/int.log"
+	exit 1
+fi
+sleep 2 # into the first tool's run
+kill -TERM "$bench"
+rc=0
+wait "$bench" || rc=$?
+if [ "$rc" != 130 ]; then
+	echo "FAIL: interrupted perf/run exited $rc, expected 130"
+	tail -n 20 "$tmp/int.log"
+	exit 1
+fi
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if r.get("interrupted") else 1)' \
+	"$tmp/int/results.json" || { echo "FAIL: results.json does not say it was interrupted"; exit 1; }
+grep -q '\*\*interrupted\*\*' "$tmp/int/RESULTS.md" || { echo "FAIL: RESULTS.md does not say it was interrupted"; exit 1; }
+if ip netns list | grep -Eq "^qs[ab]${linkpid}s"; then
+	echo "FAIL: the interrupted run left its namespaces:"
+	ip netns list | grep -E "^qs[ab]${linkpid}s"
+	exit 1
+fi
+if kill -0 "$linkpid" 2>/dev/null; then
+	echo "FAIL: link.sh ($linkpid) outlived the interrupted run"
+	exit 1
+fi
+echo "ok: interrupted run cleaned up"
+
+harness_leftovers >"$tmp/after"
+if new=$(comm -13 "$tmp/before" "$tmp/after") && [ -n "$new" ]; then
+	echo "FAIL: the interrupted harness left behind:"
+	echo "$new"
+	exit 1
+fi
 if ls "$tmp"/data/scratch-*.img >/dev/null 2>&1; then
 	echo "FAIL: the scratch filesystem image was left behind"
 	exit 1
