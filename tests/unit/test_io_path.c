@@ -19,15 +19,7 @@
 
 #include "io/io.h"
 
-static int failures;
-
-#define CHECK(cond)                                                                                          \
-	do {                                                                                                 \
-		if (!(cond)) {                                                                               \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);             \
-			failures++;                                                                          \
-		}                                                                                            \
-	} while (0)
+#include "check.h"
 
 #define CHECK_RC(expr, want)                                                                                 \
 	do {                                                                                                 \

@@ -9,17 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
-static int checks;
-
-#define CHECK(cond)                                                                                          \
-	do {                                                                                                 \
-		checks++;                                                                                    \
-		if (!(cond)) {                                                                               \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);             \
-			failures++;                                                                          \
-		}                                                                                            \
-	} while (0)
+#include "check.h"
 
 /* An ed25519 key (ssh-keygen output) and the same blob named as another type. */
 #define ED_B64 "AAAAC3NzaC1lZDI1NTE5AAAAIM1LIcKWEjsKdxlgtp6AV+idQ28sbF67LAyh2EVnla8Z"
