@@ -202,21 +202,6 @@ unsigned io_ring_inflight(const struct io_ring *r);
 
 /* ---- sender: tree walk ----------------------------------------------------------------------- */
 
-struct io_walk_ent {
-	const char *rel; /* path relative to the walk's top, "" for the top itself */
-	const char *abs; /* path usable with open() from the current directory */
-	struct stat st;  /* lstat of the entry */
-};
-
-/* Walks path (pre-order: a directory before its contents; entries within a directory in name order),
- * calling cb for each entry. prefix is prepended to every rel (e.g. "dir" for rsync's "dir" without a
- * trailing slash, "" for "dir/"). If path is not a directory, cb is called once for it (rel = prefix).
- * Symlinks are reported, not followed. recursive=false reports only the top. cb returns 0 to go on, or a
- * negative errno to stop the walk with that error. Unreadable directories are reported via err and
- * abort the walk. */
-int io_walk(const char *path, const char *prefix, bool recursive,
-            int (*cb)(void *ctx, const struct io_walk_ent *e), void *ctx, struct qs_err *err);
-
 /* One directory of a walk done in pieces (the sender walks each directory as a job of its own, on
  * whichever worker takes it): reads every entry of the directory open as dfd (taken over, closed
  * before returning), in name order, lstats each (fstatat, no symlink followed; entries that vanish
