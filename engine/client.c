@@ -445,15 +445,8 @@ static void lane_run(struct sched_worker *w, void *ctx)
 		(void)sender_lane_ring(l); /* (without its buffers, the lane reads at once) */
 	while (!atomic_load_explicit(&cl->stop, memory_order_acquire)) {
 		struct qs_err e = {0};
-		struct pollfd p[2] = {{.fd = net_dp_fd(&l->dp), .events = POLLIN},
-		                      {.fd = l->ring ? io_ring_fd(l->ring) : -1, .events = POLLIN}};
-		int tmo = net_dp_timeout_ms(&l->dp);
-		if (tmo < 0 || tmo > LANE_POLL_MS)
-			tmo = LANE_POLL_MS;
-		if (poll(p, 2, tmo) < 0 && errno != EINTR)
+		if (engine_lane_wait(&l->dp, l->ring, LANE_POLL_MS) < 0) /* reaps reads done: streams wake */
 			continue;
-		if (l->ring)
-			io_ring_reap(l->ring); /* reads done: their streams wake */
 		int rc = net_dp_process(&l->dp, &e);
 		if (rc == 0 && (rc = sender_pump(l, &e)) == 0)
 			rc = net_dp_process(&l->dp, &e);

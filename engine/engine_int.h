@@ -54,6 +54,11 @@ int engine_random(void *buf, size_t n);
 /* Raises the soft descriptor limit to the hard one and returns how many descriptors streams may hold
  * (each stream in flight may keep a file open on either side). */
 size_t engine_fd_budget(void);
+
+/* A lane's wait, the same on both sides: until its data path or its io_uring (ring may be NULL) has
+ * something, or the data path's timer or max_ms comes, then the ring's completions are reaped.
+ * Returns -1 when poll failed (the caller tries again), else 0. */
+int engine_lane_wait(struct net_dp *dp, struct io_ring *ring, int max_ms);
 void engine_emit(const struct engine_opts *o, enum engine_event_kind k, const char *path, const char *msg,
                  const struct engine_stats *st);
 

@@ -202,16 +202,9 @@ static void lane_run(struct sched_worker *w, void *ctx)
 		receiver_lane_ring(l);
 	while (!atomic_load_explicit(&p->stop, memory_order_acquire)) {
 		struct qs_err e = {0};
-		struct pollfd pf[2] = {{.fd = net_dp_fd(&l->dp), .events = POLLIN},
-		                       {.fd = l->ring ? io_ring_fd(l->ring) : -1, .events = POLLIN}};
-		int tmo = net_dp_timeout_ms(&l->dp);
-		if (tmo < 0 || tmo > LANE_POLL_MS)
-			tmo = LANE_POLL_MS;
-		if (poll(pf, 2, tmo) < 0 && errno != EINTR)
+		/* reaps finished writes: buffers back, commits that waited for them */
+		if (engine_lane_wait(&l->dp, l->ring, LANE_POLL_MS) < 0)
 			continue;
-		if (l->ring)
-			io_ring_reap(
-			    l->ring); /* finished writes: buffers back, commits that waited for them */
 		int rc = net_dp_process(&l->dp, &e);
 		if (rc < 0) {
 			snprintf(l->dead_msg, sizeof(l->dead_msg), "%s", e.msg);

@@ -28,6 +28,20 @@ uint64_t engine_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+int engine_lane_wait(struct net_dp *dp, struct io_ring *ring, int max_ms)
+{
+	struct pollfd p[2] = {{.fd = net_dp_fd(dp), .events = POLLIN},
+	                      {.fd = ring ? io_ring_fd(ring) : -1, .events = POLLIN}};
+	int tmo = net_dp_timeout_ms(dp);
+	if (tmo < 0 || tmo > max_ms)
+		tmo = max_ms;
+	if (poll(p, 2, tmo) < 0 && errno != EINTR)
+		return -1;
+	if (ring)
+		io_ring_reap(ring);
+	return 0;
+}
+
 size_t engine_fd_budget(void)
 {
 	struct rlimit rl;
