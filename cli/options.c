@@ -73,6 +73,15 @@ static const char usage_text[] =
     "Exit codes follow rsync's: 0 ok, 1 usage, 2 protocol, 3 file selection, 5 start-up, 10 socket I/O,\n"
     "12 data stream, 23 partial transfer, 30 timeout, 255 SSH.\n";
 
+/* arg as a whole decimal number in 1..max. */
+static bool parse_count(const char *arg, unsigned long max, unsigned long *v)
+{
+	char *end;
+	errno = 0;
+	*v = strtoul(arg, &end, 10);
+	return !errno && end != arg && !*end && *v >= 1 && *v <= max;
+}
+
 __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
 {
 	va_list ap;
@@ -228,19 +237,15 @@ int cli_parse(int argc, char **argv, struct cli *c)
 			o->ignore_times = true;
 			break;
 		case OPT_STREAMS: {
-			char *end;
-			errno = 0;
-			unsigned long v = strtoul(optarg, &end, 10);
-			if (errno || *end || v < 1 || v > 100000)
+			unsigned long v;
+			if (!parse_count(optarg, 100000, &v))
 				return usage_error("--streams: expected 1..100000, got \"%s\"", optarg);
 			o->max_streams = (uint32_t)v;
 			break;
 		}
 		case OPT_WORKERS: {
-			char *end;
-			errno = 0;
-			unsigned long v = strtoul(optarg, &end, 10);
-			if (errno || *end || v < 1 || v > 64)
+			unsigned long v;
+			if (!parse_count(optarg, 64, &v))
 				return usage_error("--workers: expected 1..64, got \"%s\"", optarg);
 			o->workers = (unsigned)v;
 			break;
