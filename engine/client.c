@@ -241,6 +241,7 @@ static int quic_setup(struct client *cl, struct qs_err *err)
 			((struct sockaddr_in6 *)&to)->sin6_port = htons(ports[i]);
 		struct net_dp none = {0};
 		sender_lane_init(l, &cl->snd, &none, per_lane);
+		l->unsent_max = qc.max_data;
 		struct net_dp_cb cb = sender_dp_cb_template;
 		cb.ctx = l;
 		rc = net_quic_client_new((struct sockaddr *)&to, cl->peerlen, cl->conn_id, psk, &qc, &cb,

@@ -167,6 +167,11 @@ struct snd_lane {
 	struct net_quic *q;   /* the QUIC lane's connection (NULL for the SSH lane) */
 	size_t max_in_flight; /* streams of this lane at once */
 	size_t in_flight;
+	/* Content of this lane's open streams not yet handed to them, and the most it takes on before it
+	 * stops taking work (0: no bound). About one connection window: enough to keep the connection
+	 * busy, and the ranges of a large file beyond it stay in the deque for idle lanes to steal
+	 * instead of queueing behind this one. */
+	uint64_t unsent, unsent_max;
 	atomic_uint_fast64_t streams_opened; /* sync_complete sums them over the data path's lanes (relaxed:
 	                                        written by the lane, read by the control thread) */
 	struct snd_counters c;

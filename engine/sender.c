@@ -33,6 +33,7 @@ struct snd_job {
 	uint8_t hdr[NET_STREAM_MAX_META];
 	size_t hdr_len, hdr_off;
 	uint64_t data_off;
+	uint64_t owed; /* of its content, what is counted in l->unsent */
 	uint8_t trailer[NET_STREAM_TRAILER_LEN];
 	size_t trl_off;
 	XXH3_state_t *hash;
@@ -51,6 +52,15 @@ struct snd_job {
 };
 
 static void job_free(struct snd_job *j);
+
+/* k bytes of j's content are out of l->unsent: handed to the stream, or not to be sent at all. */
+static void settle(struct snd_job *j, uint64_t k)
+{
+	if (k > j->owed)
+		k = j->owed;
+	j->owed -= k;
+	j->l->unsent -= k;
+}
 
 /* A read on the ring is done (on the lane's thread). */
 static void read_done(struct io_ring_op *op, int res)
@@ -810,7 +820,7 @@ void sender_lane_ring_free(struct snd_lane *l)
 int sender_pump(struct snd_lane *l, struct qs_err *err)
 {
 	struct sender *s = l->s;
-	while (l->in_flight < l->max_in_flight) {
+	while (l->in_flight < l->max_in_flight && (!l->unsent_max || l->unsent < l->unsent_max)) {
 		bool again;
 		struct snd_entry *e = take(l, &again);
 		if (!e)
@@ -841,6 +851,8 @@ int sender_pump(struct snd_lane *l, struct qs_err *err)
 		}
 		if (again)
 			add(&l->c.files_resent, 1);
+		j->owed = entry_size(e);
+		l->unsent += j->owed;
 		l->in_flight++;
 		add(&l->streams_opened, 1);
 		add(&l->c.in_flight, 1);
@@ -1010,6 +1022,7 @@ static ssize_t snd_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t
 		have:
 			XXH3_64bits_update(j->hash, buf + n, k);
 			j->data_off += k;
+			settle(j, k);
 			add(&j->l->c.bytes_sent, k);
 			n += k;
 			break;
@@ -1049,6 +1062,8 @@ static int snd_recv(void *ctx, int64_t sid, void **user, const uint8_t *data, si
 			return -EPROTO;
 		}
 		j->verdict = data[0];
+		if (j->verdict == NET_STREAM_VERDICT_HAVE)
+			settle(j, j->owed); /* nothing of it goes */
 		data++;
 		len--;
 		net_dp_stream_resume(&j->l->dp, j->sid);
@@ -1122,6 +1137,7 @@ static void snd_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 		add(&l->c.files_failed, 1);
 		engine_emit(s->o, ENGINE_EV_FILE_ERROR, name, m, NULL);
 	}
+	settle(j, j->owed); /* what a stream that ended early never sent */
 	l->in_flight--;
 	atomic_fetch_sub_explicit(&l->c.in_flight, 1, memory_order_relaxed);
 	if (!requeued)

@@ -78,6 +78,19 @@ check clean "$work/bigssh.err"
 	"$me@127.0.0.1:$work/renamed.bin"
 check cmp "$work/big/sub/r.bin" "$work/renamed.bin"
 check test "$(stat -c %y "$work/big/sub/r.bin")" = "$(stat -c %y "$work/renamed.bin")"
+# one large file alone is shared out too: a lane takes on about one connection window of content at
+# a time (8 MiB with --memory 32M over two connections: one 14 MiB range), so the other ranges wait in
+# its deque and the second lane steals them instead of both connections' work queueing on the first
+if [ "$cores" -ge 2 ]; then
+	"$QSYNC_BIN" -a --json --workers 2 --memory 32M -e "$QS_RSH" --remote-path "$QSYNC_BIN" \
+		"$work/big/sub/" "$me@127.0.0.1:$work/alone/" >"$work/alone.json" 2>"$work/alone.err"
+	check cmp "$work/big/sub/r.bin" "$work/alone/r.bin"
+	check python3 -c 'import json,sys
+s=[json.loads(l) for l in open(sys.argv[1]) if "summary" in l][-1]
+lanes=s["lane_streams"]
+assert s["streams_total"] == 6 and len(lanes) == 2 and min(lanes) >= 2, lanes' "$work/alone.json"
+	check clean "$work/alone.err"
+fi
 # the same without io_uring (the sync write and read paths), in local mode so the peer gets the setting
 QSYNC_NO_URING=1 "$QSYNC_BIN" -a -q --workers 2 "$work/big/" "$work/big-sync/" 2>"$work/bigsync.err"
 check tree_compare "$work/big" "$work/big-sync"
