@@ -8,8 +8,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-
-#define QSYNC_VERSION "0.1.0"
+#include "qs_version.h" /* QSYNC_VERSION, QSYNC_COMMIT: made by cli/version.cmake */
 
 enum {
 	OPT_JSON = 1000,
@@ -303,7 +302,7 @@ int cli_parse(int argc, char **argv, struct cli *c)
 			fputs(usage_text, stdout);
 			return CLI_DONE;
 		case 'V':
-			printf("qsync %s (protocol %s)\n", QSYNC_VERSION, NET_CTL_PROTO_VERSION);
+			printf("qsync %s (%s, protocol %s)\n", QSYNC_VERSION, QSYNC_COMMIT, NET_CTL_PROTO_VERSION);
 			return CLI_DONE;
 		case ':':
 			return usage_error("option %s needs a value", argv[optind - 1]);

@@ -18,6 +18,9 @@ check test "$(rc_of "$QSYNC_BIN" --streams 0 a b)" = 1
 check test "$(rc_of "$QSYNC_BIN" host:src dst)" = 1
 check test "$(rc_of "$QSYNC_BIN" -e 'ssh -Z' a host:b)" = 1
 check test "$(rc_of "$QSYNC_BIN" --help)" = 0
+# --version names the commit the binary was built from (every build remakes that line)
+src_commit=$(git -C "$QS_FIXTURES/../.." describe --always --dirty --abbrev=12 2>/dev/null || echo "unknown commit")
+check grep -qx "qsync [0-9.]* ($src_commit, protocol [0-9.]*)" <<<"$("$QSYNC_BIN" --version)"
 check test "$(rc_of "$QSYNC_BIN" /nonexistent/src "$work/x")" = 23
 
 make_sample_tree "$work/src" 300 8
