@@ -588,7 +588,7 @@ def tool_command(tool, link, src, dst, ctx):
         argv = [ctx.qsync, "-a", "-q", "-e", e["rsh"], "--remote-path", ctx.qsync]
         if tool == "qsync-ssh":
             argv.append("--no-quic")
-        return argv + [src + "/", "%s:%s/" % (host, dst)]
+        return argv + ctx.qsync_args + [src + "/", "%s:%s/" % (host, dst)]
     if tool == "rsync":
         return ["rsync", "-a", "-e", e["rsh"], src + "/", "%s:%s/" % (host, dst)]
     if tool == "scp":
@@ -744,6 +744,8 @@ def parse_args(argv):
                     help="LINK/DATA names or globs (loopback/small, 'wan*/large', lan, mixed)")
     ap.add_argument("--repeat", type=int, help="rounds per scenario (default 3, quick 1)")
     ap.add_argument("--qsync", required=True, help="the qsync binary to benchmark")
+    ap.add_argument("--qsync-args", default="", metavar="ARGS",
+                    help="more options for both qsync rows, one string split as a shell would (\"--cc cubic\")")
     ap.add_argument("--out", help="results directory (default perf/results/<date>)")
     ap.add_argument("--data-dir", default=os.environ.get("QS_PERF_DATA", os.path.join(PERF_DIR, "data")))
     ap.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
@@ -866,6 +868,7 @@ def main(argv):
     os.makedirs(out, exist_ok=True)
     ctx = Ctx()
     ctx.qsync = qsync
+    ctx.qsync_args = shlex.split(a.qsync_args)
     ctx.out = out
     ctx.tmp = os.path.join(out, "tmp")
     os.makedirs(ctx.tmp, exist_ok=True)

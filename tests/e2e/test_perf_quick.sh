@@ -104,6 +104,25 @@ if new=$(comm -13 "$tmp/before" "$tmp/after") && [ -n "$new" ]; then
 	echo "$new"
 	exit 1
 fi
+# --qsync-args reaches qsync itself: an option it does not know fails the qsync row with qsync's own
+# usage error (and the run's command line in RESULTS.md shows it)
+"$repo/perf/run" --quick --scenario loopback/small --tools qsync --no-resync --qsync "$QSYNC_BIN" \
+	--qsync-args=--no-such-option --out "$tmp/args" --data-dir "$tmp/data" >"$tmp/args.log" 2>&1 || true
+python3 - "$tmp/args" <<'PYEOF' || exit 1
+import json, sys
+d = sys.argv[1]
+rows = [r for r in json.load(open(d + "/results.json"))["summary"] if r["tool"] == "qsync"]
+fail = []
+if len(rows) != 1 or rows[0].get("status") != "failed" or "--no-such-option" not in rows[0].get("reason", ""):
+    fail.append("qsync row: %r" % rows)
+if '--qsync-args=--no-such-option' not in open(d + "/RESULTS.md").read():
+    fail.append("RESULTS.md does not show the options")
+if fail:
+    print("FAIL: --qsync-args:\n  " + "\n  ".join(fail))
+    sys.exit(1)
+print("ok: --qsync-args")
+PYEOF
+
 # interrupted in the middle of a wan scenario (namespaces, emulator, sshd up; a tool running): the
 # harness stops with 130, says so in results.json and RESULTS.md, and takes everything down
 "$repo/perf/run" --quick --scenario wan50/small --qsync "$QSYNC_BIN" --out "$tmp/int" --data-dir "$tmp/data" \
