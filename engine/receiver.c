@@ -280,18 +280,18 @@ static void big_remove(struct receiver *r, struct rcv_big *b)
 	big_free(b);
 }
 
-/* A range stream lets go of its file. A committed file leaves the registry with its last stream; a
- * failed one loses its data but stays, so that its other ranges are refused; one still waiting for
- * ranges (some cut off with a data path that died) stays as it is. Caller holds r->lock. */
+/* A range stream lets go of its file. A committed file stays in the registry (until room is needed),
+ * so that a range sent again, its ack lost with a data path that died, is answered as done instead of
+ * starting the file over; a failed one loses its data but stays, so that its other ranges are refused;
+ * one still waiting for ranges (some cut off with a data path that died) stays as it is. Caller holds
+ * r->lock. */
 static void big_put(struct receiver *r, struct rcv_big *b)
 {
 	if (b->refs > 0)
 		b->refs--;
 	if (b->refs > 0)
 		return;
-	if (b->committed) {
-		big_remove(r, b);
-	} else if (b->failed && b->open) {
+	if (b->failed && b->open) {
 		io_wfile_abort(&b->wf);
 		b->open = false;
 	}
@@ -312,8 +312,9 @@ static bool big_fail(struct rcv_job *j)
 }
 
 /* The first bytes of a range: its file found or made, the range claimed. Returns 0 (its data is wanted),
- * 1 for an ASK range of a file the destination has (answered: HAVE), or fails j (and returns -1) for a
- * range that contradicts its file, comes twice, or belongs to a failed file. */
+ * 1 for a range answered at once (an ASK range of a file the destination has: HAVE; a range that has
+ * arrived whole before: done), or fails j (and returns -1) for a range that contradicts its file, comes
+ * twice at the same time, or belongs to a failed file. */
 static int big_begin(struct rcv_job *j, const struct io_meta *im)
 {
 	struct receiver *r = j->r;
@@ -329,9 +330,9 @@ static int big_begin(struct rcv_job *j, const struct io_meta *im)
 			break;
 	if (!b) {
 		if (r->n_bigs >= RCV_MAX_BIGS) {
-			/* make room: a failed file no stream holds any more */
+			/* make room: a failed or finished file no stream holds any more */
 			for (struct rcv_big *x = r->bigs; x; x = x->next)
-				if (x->failed && x->refs == 0) {
+				if ((x->failed || x->committed) && x->refs == 0) {
 					big_remove(r, x);
 					break;
 				}
@@ -393,15 +394,13 @@ static int big_begin(struct rcv_job *j, const struct io_meta *im)
 	           b->count != m->range_count || b->mode != m->mode || b->uid != m->uid || b->gid != m->gid ||
 	           b->mtime_ns != m->mtime_ns || b->ask != j->ask) {
 		why = "ranges of one file disagree about it";
-	} else if (b->have) {
-		/* answered below */
-	} else if (b->committed) {
-		why = "range of a file already complete";
-	} else if (bit(b->started, m->range_idx) || bit(b->finished, m->range_idx)) {
-		why = "range sent twice";
-	}
-	if (!why && b->failed)
+	} else if (b->failed) {
 		why = "another range of this file failed";
+	} else if (b->have || b->committed || bit(b->finished, m->range_idx)) {
+		/* answered below */
+	} else if (bit(b->started, m->range_idx)) {
+		why = "range sent twice"; /* (at the same time: no sender does that) */
+	}
 	if (why) {
 		pthread_mutex_unlock(&r->lock);
 		job_fail(j, NET_STREAM_EPROTO, why); /* j->big is not set: the file itself is not failed */
@@ -416,6 +415,15 @@ static int big_begin(struct rcv_job *j, const struct io_meta *im)
 		}
 		if (b->done == b->count)
 			big_remove(r, b);
+		pthread_mutex_unlock(&r->lock);
+		j->finished = true;
+		queue_ack(j, NET_STREAM_OK, NULL);
+		return 1;
+	}
+	if (b->committed || bit(b->finished, m->range_idx)) {
+		/* This range arrived whole with a good hash before (the file may be in place already): a
+		 * resend whose first ack was lost with the data path it went on. Done, as it was; what
+		 * it carries again (the same bytes, by its metadata) is not written. */
 		pthread_mutex_unlock(&r->lock);
 		j->finished = true;
 		queue_ack(j, NET_STREAM_OK, NULL);
