@@ -302,7 +302,8 @@ int cli_parse(int argc, char **argv, struct cli *c)
 			fputs(usage_text, stdout);
 			return CLI_DONE;
 		case 'V':
-			printf("qsync %s (%s, protocol %s)\n", QSYNC_VERSION, QSYNC_COMMIT, NET_CTL_PROTO_VERSION);
+			printf("qsync %s (%s, protocol %s)\n", QSYNC_VERSION, QSYNC_COMMIT,
+			       NET_CTL_PROTO_VERSION);
 			return CLI_DONE;
 		case ':':
 			return usage_error("option %s needs a value", argv[optind - 1]);
