@@ -259,6 +259,7 @@ struct rcv_big {
 	uint8_t *finished;    /* bitmap: the range is written and its hash checked */
 	struct io_wfile wf;   /* the file: positioned writes from any lane; committed by the last range */
 	bool open, failed, committed;
+	bool reported; /* its failure is counted and reported (once, by whichever range found it) */
 	bool ask;      /* its ranges ask (the quick check): the first one decided for all */
 	bool have;     /* ... that the destination has it: every range is answered HAVE, nothing is opened */
 	unsigned refs; /* range streams holding it */
@@ -266,8 +267,9 @@ struct rcv_big {
 	int64_t mtime_ns;
 };
 
-/* Large files arriving at once (a failed one stays, to refuse its ranges): as many as the streams in
- * flight can start, and then some. */
+/* Large files arriving at once (a failed one stays, to refuse its ranges; a finished or unchanged one
+ * stays until the room is needed, the oldest first, to answer a range sent again): as many as the
+ * streams in flight can start, and then some. */
 #define RCV_MAX_BIGS   2048
 #define RCV_RING_DEPTH 64 /* writes in flight on one lane's io_uring */
 
@@ -285,6 +287,7 @@ struct receiver {
 	struct net_ctl_chan *ctl; /* the control thread's: reports are sent from there */
 	pthread_mutex_t lock;     /* single_used, root_seen, dirs, reports */
 	bool single_used;
+	uint64_t single_done; /* file_id + 1 of the single-file destination's entry once it is in place */
 	bool root_seen;
 	struct rcv_dirfix *dirs;
 	size_t n_dirs, cap_dirs, dir_bytes;

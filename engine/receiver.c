@@ -280,11 +280,11 @@ static void big_remove(struct receiver *r, struct rcv_big *b)
 	big_free(b);
 }
 
-/* A range stream lets go of its file. A committed file stays in the registry (until room is needed),
- * so that a range sent again, its ack lost with a data path that died, is answered as done instead of
- * starting the file over; a failed one loses its data but stays, so that its other ranges are refused;
- * one still waiting for ranges (some cut off with a data path that died) stays as it is. Caller holds
- * r->lock. */
+/* A range stream lets go of its file. A committed file stays in the registry (the oldest finished one
+ * goes when room is needed), so that a range sent again, its ack lost with a data path that died, is
+ * answered as done (big_begin) instead of starting the file over; a failed one loses its data but
+ * stays, so that its other ranges are refused; one still waiting for ranges (some cut off with a data
+ * path that died) stays as it is. Caller holds r->lock. */
 static void big_put(struct receiver *r, struct rcv_big *b)
 {
 	if (b->refs > 0)
@@ -304,8 +304,8 @@ static bool big_fail(struct rcv_job *j)
 	struct receiver *r = j->r;
 	struct rcv_big *b = j->big;
 	pthread_mutex_lock(&r->lock);
-	bool first = !b->failed;
-	b->failed = true;
+	bool first = !b->reported;
+	b->failed = b->reported = true;
 	bit_set(b->started, j->dec.meta.range_idx, false);
 	pthread_mutex_unlock(&r->lock);
 	return first;
@@ -330,12 +330,15 @@ static int big_begin(struct rcv_job *j, const struct io_meta *im)
 			break;
 	if (!b) {
 		if (r->n_bigs >= RCV_MAX_BIGS) {
-			/* make room: a failed or finished file no stream holds any more */
+			/* make room: the oldest failed, finished or unchanged file no stream holds any
+			 * more (the sender does not send every range of an unchanged one); the list is
+			 * newest first */
+			struct rcv_big *old = NULL;
 			for (struct rcv_big *x = r->bigs; x; x = x->next)
-				if ((x->failed || x->committed) && x->refs == 0) {
-					big_remove(r, x);
-					break;
-				}
+				if ((x->failed || x->committed || x->have) && x->refs == 0)
+					old = x;
+			if (old)
+				big_remove(r, old);
 		}
 		size_t nb = ((size_t)m->range_count + 7) / 8;
 		b = r->n_bigs < RCV_MAX_BIGS ? calloc(1, sizeof(*b)) : NULL;
@@ -423,8 +426,12 @@ static int big_begin(struct rcv_job *j, const struct io_meta *im)
 	if (b->committed || bit(b->finished, m->range_idx)) {
 		/* This range arrived whole with a good hash before (the file may be in place already): a
 		 * resend whose first ack was lost with the data path it went on. Done, as it was; what
-		 * it carries again (the same bytes, by its metadata) is not written. */
+		 * it carries again (the same bytes, by its metadata) is not written. An ASK range gets
+		 * SEND, not HAVE: HAVE would tell the sender the destination had the whole file before,
+		 * and it would take the ranges it has not sent yet for done. */
 		pthread_mutex_unlock(&r->lock);
+		if (j->ask)
+			queue_send_verdict(j);
 		j->finished = true;
 		queue_ack(j, NET_STREAM_OK, NULL);
 		return 1;
@@ -461,10 +468,11 @@ static void big_end(struct rcv_job *j, struct io_meta *im)
 		/* every range is in, each with its own good hash, and by the layout they tile the file */
 		im->keep_mode = !r->perms;
 		rc = io_wfile_commit(&b->wf, im, r->do_fsync, &e);
-		b->committed = true;
+		b->committed = rc == 0;
 		b->open = false;
 		if (rc < 0)
-			b->failed = true;
+			b->failed = true; /* (at once, so no range sent again is taken for done; job_fail
+			                     below counts and reports it) */
 	}
 	pthread_mutex_unlock(&r->lock);
 	if (last && rc < 0) {
@@ -615,6 +623,10 @@ static void on_meta(struct rcv_job *j)
 		bool refuse = (m->flags & (NET_STREAM_F_DIR | NET_STREAM_F_ROOT)) || r->single_used;
 		/* the ranges of that one file are that one file too */
 		if (refuse && (m->flags & NET_STREAM_F_RANGE) && r->single_big == m->file_id + 1u)
+			refuse = false;
+		/* and the file sent again, its ack lost with the data path it went on */
+		if (refuse && !(m->flags & (NET_STREAM_F_RANGE | NET_STREAM_F_DIR | NET_STREAM_F_ROOT)) &&
+		    r->single_done == m->file_id + 1u)
 			refuse = false;
 		if (!r->single_used && (m->flags & NET_STREAM_F_RANGE))
 			r->single_big = m->file_id + 1u;
@@ -800,6 +812,11 @@ static void commit_now(struct rcv_job *j)
 	}
 	j->finished = true;
 	atomic_fetch_add_explicit(&r->ok, 1, memory_order_relaxed);
+	if (j->single_claim) {
+		pthread_mutex_lock(&r->lock);
+		r->single_done = j->dec.meta.file_id + 1u;
+		pthread_mutex_unlock(&r->lock);
+	}
 	if (r->verbose > 1)
 		fprintf(stderr, "qsync: receiver: %s\n", qp(j->path[0] ? j->path : ".", qb));
 	queue_ack(j, NET_STREAM_OK, NULL);
@@ -1031,7 +1048,7 @@ int receiver_finish(struct receiver *r, struct qs_err *err)
 		char qb[IO_QUOTE_MAX];
 		fprintf(stderr, "qsync: receiver: \"%s\": only %u of its %u ranges arrived; not written\n",
 		        qp(b->path, qb), b->done, b->count);
-		b->failed = true;
+		b->failed = b->reported = true;
 		atomic_fetch_add_explicit(&r->failed, 1, memory_order_relaxed);
 	}
 	pthread_mutex_unlock(&r->lock);

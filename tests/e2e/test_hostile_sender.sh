@@ -69,6 +69,17 @@ check test ! -e "$work/single/parent/evil"
 check test ! -e "$work/single/parent/a"
 check test "$(stat -c '%a %u %g' "$work/single/parent")" = "$before"   # (its mtime moves: a file was added)
 
+# The one file of a single-file destination sent again (the same entry: its ack lost with a data path
+# that died) is taken again, not refused as a second file; another file still is.
+mkdir -p "$work/single2"
+"$QS_PROBE" -e "$QS_RSH" "$me@127.0.0.1" "$QSYNC_BIN" send1 "$work/single2/one" \
+	"re:a" "wait:" "re:a" "wait:" "ok:b" >"$work/single2.out" 2>/dev/null || true
+cat "$work/single2.out"
+check test "$(grep -c '^case re a status=0' "$work/single2.out")" = 2
+check grep -q '^case ok b status=4' "$work/single2.out"
+check test "$(cat "$work/single2/one")" = 0123456789
+check test ! -e "$work/single2/a" -a ! -e "$work/single2/b"
+
 # Directory entries in an ordinary destination: a root entry sent twice is refused the second time.
 mkdir -p "$work/dirs"
 "$QS_PROBE" -e "$QS_RSH" "$me@127.0.0.1" "$QSYNC_BIN" send "$work/dirs" "root:" "root:" "dir:d" >"$work/dirs.out" 2>/dev/null || true
@@ -112,6 +123,27 @@ check test "$(cat "$work/resend/re.bin")" = 012345678901234567890123456789
 check grep -q 'ack_complete ok=1 failed=0' "$work/resend.out"
 check grep -q 'exit-status 0' "$work/resend.out"
 check test -z "$(find "$work/resend" -name '.*.qs.*' -print -quit)"
+# the same with ranges that ask: the resent one is answered SEND (its bytes are dropped), never HAVE,
+# which would tell the sender the destination had the whole file and its other ranges were not needed
+"$QS_PROBE" -e "$QS_RSH" "$me@127.0.0.1" "$QSYNC_BIN" send "$work/resend" \
+	"ar0:ask.bin" "wait:" "ar0:ask.bin" "ar1:ask.bin" "ar2:ask.bin" \
+	>"$work/resend-ask.out" 2>"$work/resend-ask.err" || true
+cat "$work/resend-ask.out"
+check test "$(grep -c '^case ar[012] ask.bin status=0 app_error=0 verdict=S' "$work/resend-ask.out")" = 4
+check test "$(cat "$work/resend/ask.bin")" = 012345678901234567890123456789
+check grep -q 'exit-status 0' "$work/resend-ask.out"
+
+# A large file whose every range arrives but which cannot be put in place (a directory holds its name):
+# the last range's ack says why, the file counts as failed and the run exits 23; the directory stays.
+mkdir -p "$work/isdir/x.bin/keep"
+"$QS_PROBE" -e "$QS_RSH" "$me@127.0.0.1" "$QSYNC_BIN" send "$work/isdir" "r0:x.bin" "r1:x.bin" "r2:x.bin" \
+	>"$work/isdir.out" 2>"$work/isdir.err" || true
+cat "$work/isdir.out"
+check test "$(grep -c '^case r[012] x.bin status=5 .*it is a directory' "$work/isdir.out")" = 1
+check grep -q 'ack_complete ok=0 failed=1' "$work/isdir.out"
+check grep -q 'exit-status 23' "$work/isdir.out"
+check test -d "$work/isdir/x.bin/keep"
+check test -z "$(find "$work/isdir" -name '.*.qs.*' -print -quit)"
 
 # Many large files at once: the first range of each of 100 files comes before any second one, so all 100
 # are open on the receiver together (more than the 64 it once allowed); every one lands whole.

@@ -6,6 +6,7 @@
  *   qs_probe -e RSH [user@]host REMOTE_QSYNC send DEST CASE...
  *       CASE is KIND:PATH, KIND one of ok (a good file), hash (wrong trailer), trunc (FIN inside the
  *       data), extra (bytes after the trailer), lie (size says 1 MiB, stream carries 10 bytes),
+ *       re (a good file whose file_id comes from its path: sent again, it is the same entry),
  *       dir (a directory entry, mode 07777, owner 1234:1234), root (the root entry; PATH empty);
  *       ranges of a 30-byte file PATH in 3 ranges of 10 bytes (all ranges of one PATH share a file_id):
  *       r0 r1 r2 (a good range), rh0.. (a wrong hash), rm0.. (another mode than the other ranges);
@@ -121,11 +122,13 @@ static int build_case(struct pcase *c, uint32_t id)
 	uint32_t ridx = 0;
 	bool rhash = false, rmode = false;
 	bool range = range_kind(c->kind, &ridx, &rhash, &rmode);
+	uint32_t ph = 2166136261u; /* the same file_id for every range of one path, and every re: */
+	for (const char *p = c->path; *p; p++)
+		ph = (ph ^ (uint8_t)*p) * 16777619u;
+	if (strcmp(c->kind, "re") == 0)
+		m->file_id = ph & 0x3fffffffu;
 	if (range) {
-		uint32_t h = 2166136261u; /* the same file_id for every range of one path */
-		for (const char *p = c->path; *p; p++)
-			h = (h ^ (uint8_t)*p) * 16777619u;
-		m->file_id = 0x40000000u | (h & 0x3fffffffu);
+		m->file_id = 0x40000000u | (ph & 0x3fffffffu);
 		m->flags |= NET_STREAM_F_RANGE;
 		m->file_size = 30;
 		m->range_count = 3;
