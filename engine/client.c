@@ -241,7 +241,13 @@ static int quic_setup(struct client *cl, struct qs_err *err)
 			((struct sockaddr_in6 *)&to)->sin6_port = htons(ports[i]);
 		struct net_dp none = {0};
 		sender_lane_init(l, &cl->snd, &none, per_lane);
+		/* about one connection window: the one the peer gives (what may be in flight), or ours
+		 * (--memory) if smaller; at least 1 MiB, whatever the peer says */
 		l->unsent_max = qc.max_data;
+		if (qr->initial_max_data && qr->initial_max_data < l->unsent_max)
+			l->unsent_max = qr->initial_max_data;
+		if (l->unsent_max < (1u << 20))
+			l->unsent_max = 1u << 20;
 		struct net_dp_cb cb = sender_dp_cb_template;
 		cb.ctx = l;
 		rc = net_quic_client_new((struct sockaddr *)&to, cl->peerlen, cl->conn_id, psk, &qc, &cb,

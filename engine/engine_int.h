@@ -71,6 +71,7 @@ struct snd_big {
 	atomic_uint left;   /* ranges not yet confirmed; the last decrement decides */
 	atomic_bool failed; /* one range failed: the file is reported once */
 	atomic_uint refs;   /* range entries alive; the last one frees this */
+	atomic_bool have;   /* a range was answered HAVE: the receiver has the file, every range is done */
 	uint32_t id;        /* the file_id every range carries */
 	uint32_t count;
 	char rel[]; /* the path, shared by the ranges */

@@ -52,6 +52,7 @@ struct snd_job {
 };
 
 static void job_free(struct snd_job *j);
+static void confirm(struct snd_lane *l, const struct snd_entry *e, bool have);
 
 /* k bytes of j's content are out of l->unsent: handed to the stream, or not to be sent at all. */
 static void settle(struct snd_job *j, uint64_t k)
@@ -833,6 +834,14 @@ int sender_pump(struct snd_lane *l, struct qs_err *err)
 				return qs_err_set(err, rc, "cannot list a directory: %s", strerror(-rc));
 			continue;
 		}
+		if (e->big && atomic_load_explicit(&e->big->have, memory_order_acquire)) {
+			/* another range of this file was answered HAVE: the receiver has it whole, and
+			 * does not wait for this range to ask (one round trip for a file of any size) */
+			confirm(l, e, true);
+			entry_free(e);
+			atomic_fetch_sub_explicit(&s->remaining, 1, memory_order_release);
+			continue;
+		}
 		struct snd_job *j = NULL;
 		int rc = job_new(l, e, &j, err);
 		if (rc < 0) {
@@ -851,7 +860,10 @@ int sender_pump(struct snd_lane *l, struct qs_err *err)
 		}
 		if (again)
 			add(&l->c.files_resent, 1);
-		j->owed = entry_size(e);
+		/* An entry that asks first owes nothing until its answer is SEND (snd_recv): asking costs
+		 * no window, and an unchanged tree is checked with every stream at once. A range owes from
+		 * the start, so a large file's ranges stay stealable (and its first answer settles all). */
+		j->owed = j->ask && !e->big ? 0 : entry_size(e);
 		l->unsent += j->owed;
 		l->in_flight++;
 		add(&l->streams_opened, 1);
@@ -1062,8 +1074,12 @@ static int snd_recv(void *ctx, int64_t sid, void **user, const uint8_t *data, si
 			return -EPROTO;
 		}
 		j->verdict = data[0];
-		if (j->verdict == NET_STREAM_VERDICT_HAVE)
+		if (j->verdict == NET_STREAM_VERDICT_HAVE) {
 			settle(j, j->owed); /* nothing of it goes */
+		} else if (!j->e->big) {
+			j->owed = entry_size(j->e); /* wanted after all (see sender_pump) */
+			j->l->unsent += j->owed;
+		}
 		data++;
 		len--;
 		net_dp_stream_resume(&j->l->dp, j->sid);
@@ -1079,11 +1095,32 @@ static int snd_recv(void *ctx, int64_t sid, void **user, const uint8_t *data, si
 		j->ack_status = status;
 		if (status == NET_STREAM_OK)
 			j->msg[0] = '\0';
+		/* HAVE with an OK ack: the destination has the file, and the receiver checks a file once
+		 * for all its ranges (HAVE with an error is only a refusal) */
+		if (status == NET_STREAM_OK && j->verdict == NET_STREAM_VERDICT_HAVE && j->e->big)
+			atomic_store_explicit(&j->e->big->have, true, memory_order_release);
 	} else if (rc != -EAGAIN || fin) {
 		snprintf(j->msg, sizeof(j->msg), "malformed acknowledgement from the receiver");
 		return -EPROTO;
 	}
 	return 0;
+}
+
+/* e is done: sent and confirmed, or (have) found unchanged by the receiver. */
+static void confirm(struct snd_lane *l, const struct snd_entry *e, bool have)
+{
+	add(have ? &l->c.bytes_unchanged : &l->c.bytes_done, entry_size(e));
+	/* a range counts the file once, when it is the last range confirmed of a file not failed */
+	bool whole = !e->big || (atomic_fetch_sub_explicit(&e->big->left, 1, memory_order_acq_rel) == 1 &&
+	                         !atomic_load_explicit(&e->big->failed, memory_order_acquire));
+	if (whole && have) {
+		add(&l->c.files_done, 1);
+		add(&l->c.files_unchanged, 1); /* (not listed with -v, as rsync does not) */
+	} else if (whole) {
+		add(&l->c.files_done, 1);
+		add(on_ssh(l) ? &l->c.files_done_ssh : &l->c.files_done_quic, 1);
+		engine_emit(l->s->o, ENGINE_EV_FILE_DONE, e->rel[0] ? e->rel : ".", NULL, NULL);
+	}
 }
 
 static void snd_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
@@ -1107,24 +1144,9 @@ static void snd_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 		 * whatever part of it had arrived) */
 		atomic_fetch_sub_explicit(&l->c.bytes_sent, j->data_off, memory_order_relaxed);
 	} else if (confirmed) {
-		if (j->verdict != NET_STREAM_VERDICT_HAVE)
-			add(&l->c.bytes_done, entry_size(e));
-		else
-			add(&l->c.bytes_unchanged, entry_size(e));
 		if (!on_ssh(l))
 			add(&l->c.streams_done_quic, 1);
-		/* a range counts the file once, when it is the last range confirmed of a file not failed */
-		bool whole =
-		    !e->big || (atomic_fetch_sub_explicit(&e->big->left, 1, memory_order_acq_rel) == 1 &&
-		                !atomic_load_explicit(&e->big->failed, memory_order_acquire));
-		if (whole && j->verdict == NET_STREAM_VERDICT_HAVE) {
-			add(&l->c.files_done, 1);
-			add(&l->c.files_unchanged, 1); /* (not listed with -v, as rsync does not) */
-		} else if (whole) {
-			add(&l->c.files_done, 1);
-			add(on_ssh(l) ? &l->c.files_done_ssh : &l->c.files_done_quic, 1);
-			engine_emit(s->o, ENGINE_EV_FILE_DONE, name, NULL, NULL);
-		}
+		confirm(l, e, j->verdict == NET_STREAM_VERDICT_HAVE);
 	} else if (e->big && atomic_exchange_explicit(&e->big->failed, true, memory_order_acq_rel)) {
 		/* another range of this file failed first: the file is reported once */
 	} else {

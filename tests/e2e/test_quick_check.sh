@@ -41,6 +41,16 @@ check test "$(sum "$work/2.json" files_unchanged)" = "$nfiles"
 check test "$(sum "$work/2.json" bytes_done)" = "$links"
 check test "$(sum "$work/2.json" files_failed)" = 0
 check tree_compare "$work/src" "$work/dst"
+# An unchanged large file costs one answer: once one of its ranges is answered HAVE, the sender
+# completes the others without opening their streams. (--memory 32M and one worker: the lane takes one
+# 16 MiB range at a time, so the first answer comes back before the other two are opened.)
+push "$work/2b.json" --workers 1 --memory 32M
+check test "$(sum "$work/2b.json" files_unchanged)" = "$nfiles"
+check test "$(sum "$work/2b.json" files_failed)" = 0
+check python3 -c 'import json,sys
+s=[json.loads(l) for l in open(sys.argv[1]) if "summary" in l][-1]
+assert sum(s["lane_streams"]) == s["streams_total"] - 2, (s["lane_streams"], s["streams_total"])' "$work/2b.json"
+check tree_compare "$work/src" "$work/dst"
 
 # 2. One file changed (new content and mtime): only it travels.
 printf 'a change\n' >"$work/src/a/run.sh"
