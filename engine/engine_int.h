@@ -272,7 +272,8 @@ struct rcv_big {
  * stays until the room is needed, the oldest first, to answer a range sent again): as many as the
  * streams in flight can start, and then some. */
 #define RCV_MAX_BIGS   2048
-#define RCV_RING_DEPTH 64 /* writes in flight on one lane's io_uring */
+#define RCV_RING_DEPTH 64         /* writes in flight on one lane's io_uring */
+#define RCV_RING_MIN   (1u << 20) /* files this large are written on the ring; smaller ones at once */
 
 struct rcv_wbuf;
 

@@ -178,8 +178,9 @@ static struct io_wfile *out_file(struct rcv_job *j)
 	return j->big ? &j->big->wf : &j->wf;
 }
 
-/* Writes what the buffer holds: on the ring when the lane has one (the stream goes on into a fresh
- * buffer meanwhile), else at once. */
+/* Writes what the buffer holds: on the ring when the lane has one and the file is large (the stream
+ * goes on into a fresh buffer meanwhile), else at once. A small file's one write costs less done here
+ * than handed to an io-wq worker, woken through the eventfd and committed a turn later. */
 static int wbuf_flush(struct rcv_job *j)
 {
 	struct rcv_wbuf *b = j->wb;
@@ -188,7 +189,7 @@ static int wbuf_flush(struct rcv_job *j)
 	struct io_wfile *f = out_file(j);
 	uint64_t off = j->base + j->woff;
 	size_t n = j->wlen;
-	if (j->l->ring && f->fd >= 0) {
+	if (j->l->ring && f->fd >= 0 && (j->big || j->dec.meta.size >= RCV_RING_MIN)) {
 		b->j = j;
 		b->op.done = write_done;
 		if (io_ring_write(j->l->ring, &b->op, f->fd, b->data, n, off) == 0) {
