@@ -64,7 +64,7 @@ static const char usage_text[] =
     "      --quic-idle=S      seconds without a QUIC packet mid-transfer before the rest goes over\n"
     "                         SSH (default 5)\n"
     "      --timeout=S        seconds to wait for each control reply from the peer (default 30)\n"
-    "      --cc=ALGO          congestion control of the QUIC data: bbr2 (default), bbr, cubic\n"
+    "      --cc=ALGO          congestion control of the QUIC data: bbr (default), bbr2, cubic\n"
     "      --fsync            fsync every file before it is renamed into place\n"
     "  -h, --help             this text\n"
     "  -V, --version          the version\n"
@@ -296,7 +296,7 @@ int cli_parse(int argc, char **argv, struct cli *c)
 			else if (strcmp(optarg, "cubic") == 0)
 				o->cc = ENGINE_CC_CUBIC;
 			else
-				return usage_error("--cc: expected bbr2, bbr or cubic, got \"%s\"", optarg);
+				return usage_error("--cc: expected bbr, bbr2 or cubic, got \"%s\"", optarg);
 			break;
 		case 'h':
 			fputs(usage_text, stdout);

@@ -229,9 +229,10 @@ static int quic_setup(struct client *cl, struct qs_err *err)
 		net_quic_cfg_budget(&qc, o->memory_bytes / n);
 	qc.handshake_timeout_ms = o->quic_timeout_ms ? o->quic_timeout_ms : ENGINE_QUIC_TIMEOUT_MS;
 	qc.idle_timeout_ms = o->quic_idle_ms ? o->quic_idle_ms : ENGINE_QUIC_IDLE_MS;
-	qc.cc = o->cc == ENGINE_CC_CUBIC ? NET_QUIC_CC_CUBIC
-	        : o->cc == ENGINE_CC_BBR ? NET_QUIC_CC_BBR
-	                                 : NET_QUIC_CC_BBR2;
+	qc.cc = o->cc == ENGINE_CC_CUBIC  ? NET_QUIC_CC_CUBIC
+	        : o->cc == ENGINE_CC_BBR2 ? NET_QUIC_CC_BBR2
+	                                  : NET_QUIC_CC_BBR;
+	cl->st->cc = o->cc == ENGINE_CC_CUBIC ? "cubic" : o->cc == ENGINE_CC_BBR2 ? "bbr2" : "bbr";
 	for (unsigned i = 0; i < n; i++) {
 		struct snd_lane *l = &cl->quic[i];
 		struct sockaddr_storage to = cl->peer;
@@ -316,6 +317,7 @@ static int use_ssh(struct client *cl, struct qs_err *err)
 	cl->st->data_path = "ssh";
 	cl->st->quic_port = 0;
 	cl->st->connections = 0;
+	cl->st->cc = NULL;
 	cl->st->streams_max = streams;
 	return 0;
 }

@@ -54,7 +54,7 @@ struct engine_opts {
 	uint32_t max_streams;  /* 0: default */
 	unsigned workers;      /* QUIC connections and the threads that drive them; 0: one per core */
 	uint64_t memory_bytes; /* flow-control windows and buffers of one side; 0: default (256 MiB) */
-	enum engine_cc { ENGINE_CC_BBR2, ENGINE_CC_BBR, ENGINE_CC_CUBIC } cc; /* of what we send */
+	enum engine_cc { ENGINE_CC_BBR, ENGINE_CC_BBR2, ENGINE_CC_CUBIC } cc; /* of what we send */
 	uint32_t quic_timeout_ms; /* handshake must finish in this; 0: default */
 	uint32_t quic_idle_ms;    /* QUIC silent this long mid-transfer: carry on over SSH; 0: default */
 	bool no_quic;             /* --no-quic: the data goes over the SSH connection from the start */
@@ -97,6 +97,7 @@ struct engine_stats {
 	uint64_t streams_sent_ssh;  /* opened on the SSH data path */
 	uint32_t streams_max;       /* negotiated max_streams */
 	uint32_t connections;       /* QUIC connections (and worker threads) carrying the data; 0 over SSH */
+	const char *cc;             /* their congestion control (bbr, bbr2, cubic); NULL without QUIC */
 	uint64_t steals; /* items a worker took from another's deque (known once the workers end) */
 	uint64_t lane_streams[ENGINE_MAX_LANES]; /* streams each QUIC connection carried */
 	uint32_t quic_port;

@@ -158,7 +158,7 @@ void net_quic_cfg_default(struct net_quic_cfg *c)
 	c->max_stream_data = 16u << 20;
 	c->idle_timeout_ms = 30000;
 	c->handshake_timeout_ms = 10000;
-	c->cc = NET_QUIC_CC_BBR2;
+	c->cc = NET_QUIC_CC_BBR;
 }
 
 void net_quic_cfg_budget(struct net_quic_cfg *c, uint64_t bytes)
@@ -697,9 +697,9 @@ static void fill_settings(const struct net_quic *q, ngtcp2_settings *st, uint64_
 {
 	ngtcp2_settings_default(st);
 	st->initial_ts = ts;
-	st->cc_algo = q->cfg.cc == NET_QUIC_CC_CUBIC ? NGTCP2_CC_ALGO_CUBIC
-	              : q->cfg.cc == NET_QUIC_CC_BBR ? NGTCP2_CC_ALGO_BBR
-	                                             : NGTCP2_CC_ALGO_BBR2;
+	st->cc_algo = q->cfg.cc == NET_QUIC_CC_CUBIC  ? NGTCP2_CC_ALGO_CUBIC
+	              : q->cfg.cc == NET_QUIC_CC_BBR2 ? NGTCP2_CC_ALGO_BBR2
+	                                              : NGTCP2_CC_ALGO_BBR;
 	st->max_tx_udp_payload_size = TX_PAYLOAD_MAX;
 	st->handshake_timeout = (uint64_t)q->cfg.handshake_timeout_ms * NGTCP2_MILLISECONDS;
 }

@@ -19,12 +19,14 @@
 #define NET_QUIC_ALPN        "qsync/1"
 #define NET_QUIC_MAX_PENDING 8 /* server: handshakes in progress side by side */
 
-/* Congestion control of what this side sends. BBRv2 is the default: on this machine's emulated links
- * ngtcp2 0.12's CUBIC moved 40 MiB in 22.6 s at 50 ms RTT with 0.1 % loss, BBRv2 in 1.0 s; at 100 ms
- * and 1 % loss CUBIC did not finish in 60 s, BBRv2 took 1.8 s (perf/results, the --cc note). */
+/* Congestion control of what this side sends. BBR (v1) is the default: with ngtcp2 0.12 on this
+ * machine's emulated links it was faster than BBRv2 on every link measured (1 GiB at 50 ms RTT: 11.1 s
+ * against 13.6-14.0 s; at 100 ms with 1 % loss 15.3 s against 20.3-23.8 s; perf/results/2026-12-02-ccab-*),
+ * and CUBIC far slower than either wherever there is loss (316.7 s against BBRv2's 14.3-15.1 s for 1 GiB
+ * at 50 ms with 0.1 % loss: perf/results/2026-12-02-cc-cubic). */
 enum net_quic_cc {
-	NET_QUIC_CC_BBR2 = 0,
-	NET_QUIC_CC_BBR,
+	NET_QUIC_CC_BBR = 0,
+	NET_QUIC_CC_BBR2,
 	NET_QUIC_CC_CUBIC,
 };
 
@@ -38,7 +40,7 @@ struct net_quic_cfg {
 };
 
 /* Fills in the defaults (1000 streams, windows sized for 10 Gbit/s x 100 ms within a memory budget,
- * BBRv2). */
+ * BBR). */
 void net_quic_cfg_default(struct net_quic_cfg *c);
 
 /* Sizes the windows of one connection for a memory budget of bytes on each side: the connection

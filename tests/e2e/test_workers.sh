@@ -33,6 +33,16 @@ for w in 1 2; do
 	check clean "$work/w$w.err"
 done
 
+# congestion control: BBR (v1) unless --cc says otherwise; the summary names the one the data went with
+check test "$(field cc "$work/w1.json")" = bbr
+for cc in bbr2 cubic; do
+	"$QSYNC_BIN" -a --json --cc "$cc" -e "$QS_RSH" --remote-path "$QSYNC_BIN" "$work/src/" \
+		"$me@127.0.0.1:$work/cc-$cc/" >"$work/cc-$cc.json" 2>"$work/cc-$cc.err"
+	check tree_compare "$work/src" "$work/cc-$cc"
+	check test "$(field cc "$work/cc-$cc.json")" = "$cc"
+	check clean "$work/cc-$cc.err"
+done
+
 # work stealing: every listing starts on worker 0's deque; with two workers the second gets its work by
 # stealing, and both connections carry streams (none sits idle while the other has a backlog)
 "$QSYNC_BIN" -a --json --workers 2 -e "$QS_RSH" --remote-path "$QSYNC_BIN" "$work/src/" \
