@@ -65,6 +65,7 @@ static const char usage_text[] =
     "                         SSH (default 5)\n"
     "      --timeout=S        seconds to wait for each control reply from the peer (default 30)\n"
     "      --cc=ALGO          congestion control of the QUIC data: bbr (default), bbr2, cubic\n"
+    "                         (cubic measured ~20x slower than bbr at 50 ms RTT with 0.1 % loss)\n"
     "      --fsync            fsync every file before it is renamed into place\n"
     "  -h, --help             this text\n"
     "  -V, --version          the version\n"
