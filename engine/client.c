@@ -229,10 +229,15 @@ static int quic_setup(struct client *cl, struct qs_err *err)
 		net_quic_cfg_budget(&qc, o->memory_bytes / n);
 	qc.handshake_timeout_ms = o->quic_timeout_ms ? o->quic_timeout_ms : ENGINE_QUIC_TIMEOUT_MS;
 	qc.idle_timeout_ms = o->quic_idle_ms ? o->quic_idle_ms : ENGINE_QUIC_IDLE_MS;
-	qc.cc = o->cc == ENGINE_CC_CUBIC  ? NET_QUIC_CC_CUBIC
-	        : o->cc == ENGINE_CC_BBR2 ? NET_QUIC_CC_BBR2
-	                                  : NET_QUIC_CC_BBR;
-	cl->st->cc = o->cc == ENGINE_CC_CUBIC ? "cubic" : o->cc == ENGINE_CC_BBR2 ? "bbr2" : "bbr";
+	static const struct {
+		enum net_quic_cc cc;
+		const char *name;
+	} ccs[] = {[ENGINE_CC_BBR] = {NET_QUIC_CC_BBR, "bbr"},
+	           [ENGINE_CC_BBR2] = {NET_QUIC_CC_BBR2, "bbr2"},
+	           [ENGINE_CC_CUBIC] = {NET_QUIC_CC_CUBIC, "cubic"}};
+	unsigned k = (unsigned)o->cc < sizeof(ccs) / sizeof(ccs[0]) ? (unsigned)o->cc : ENGINE_CC_BBR;
+	qc.cc = ccs[k].cc;
+	cl->st->cc = ccs[k].name;
 	for (unsigned i = 0; i < n; i++) {
 		struct snd_lane *l = &cl->quic[i];
 		struct sockaddr_storage to = cl->peer;

@@ -410,31 +410,26 @@ static int big_begin(struct rcv_job *j, const struct io_meta *im)
 		job_fail(j, NET_STREAM_EPROTO, why); /* j->big is not set: the file itself is not failed */
 		return -1;
 	}
-	if (b->have) {
-		/* unchanged: every range is answered HAVE (again, for one sent twice: a resend after the
-		 * data path changed); the entry goes once each range has asked */
-		if (!bit(b->finished, m->range_idx)) {
+	bool have = b->have;
+	if (have || b->committed || bit(b->finished, m->range_idx)) {
+		/* Answered at once, nothing written. Unchanged: every range is answered HAVE (again, for
+		 * one sent twice: a resend after the data path changed); the entry goes once each range
+		 * has asked. Or the range arrived whole with a good hash before (the file may be in place
+		 * already): a resend whose first ack was lost with the data path it went on; done, as it
+		 * was, and what it carries again (the same bytes, by its metadata) is dropped. Such an ASK
+		 * range gets SEND, not HAVE: HAVE would tell the sender the destination had the whole
+		 * file before, and it would take the ranges it has not sent yet for done. */
+		if (have && !bit(b->finished, m->range_idx)) {
 			bit_set(b->finished, m->range_idx, true);
 			b->done++;
 		}
-		if (b->done == b->count)
+		if (have && b->done == b->count)
 			big_remove(r, b);
 		pthread_mutex_unlock(&r->lock);
-		j->finished = true;
-		queue_ack(j, NET_STREAM_OK, NULL);
-		return 1;
-	}
-	if (b->committed || bit(b->finished, m->range_idx)) {
-		/* This range arrived whole with a good hash before (the file may be in place already): a
-		 * resend whose first ack was lost with the data path it went on. Done, as it was; what
-		 * it carries again (the same bytes, by its metadata) is not written. An ASK range gets
-		 * SEND, not HAVE: HAVE would tell the sender the destination had the whole file before,
-		 * and it would take the ranges it has not sent yet for done. */
-		pthread_mutex_unlock(&r->lock);
-		if (j->ask)
+		if (!have && j->ask)
 			queue_send_verdict(j);
 		j->finished = true;
-		queue_ack(j, NET_STREAM_OK, NULL);
+		queue_ack(j, NET_STREAM_OK, NULL); /* (with HAVE before it, for an ASK stream) */
 		return 1;
 	}
 	bit_set(b->started, m->range_idx, true);

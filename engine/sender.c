@@ -53,6 +53,14 @@ struct snd_job {
 
 static void job_free(struct snd_job *j);
 static void confirm(struct snd_lane *l, const struct snd_entry *e, bool have);
+static uint64_t entry_size(const struct snd_entry *e);
+
+/* j's content is wanted: counted in l->unsent until it is handed to the stream (settle). */
+static void owe(struct snd_job *j)
+{
+	j->owed = entry_size(j->e);
+	j->l->unsent += j->owed;
+}
 
 /* k bytes of j's content are out of l->unsent: handed to the stream, or not to be sent at all. */
 static void settle(struct snd_job *j, uint64_t k)
@@ -863,8 +871,8 @@ int sender_pump(struct snd_lane *l, struct qs_err *err)
 		/* An entry that asks first owes nothing until its answer is SEND (snd_recv): asking costs
 		 * no window, and an unchanged tree is checked with every stream at once. A range owes from
 		 * the start, so a large file's ranges stay stealable (and its first answer settles all). */
-		j->owed = j->ask && !e->big ? 0 : entry_size(e);
-		l->unsent += j->owed;
+		if (!j->ask || e->big)
+			owe(j);
 		l->in_flight++;
 		add(&l->streams_opened, 1);
 		add(&l->c.in_flight, 1);
@@ -1077,8 +1085,7 @@ static int snd_recv(void *ctx, int64_t sid, void **user, const uint8_t *data, si
 		if (j->verdict == NET_STREAM_VERDICT_HAVE) {
 			settle(j, j->owed); /* nothing of it goes */
 		} else if (!j->e->big) {
-			j->owed = entry_size(j->e); /* wanted after all (see sender_pump) */
-			j->l->unsent += j->owed;
+			owe(j); /* wanted after all (see sender_pump) */
 		}
 		data++;
 		len--;
