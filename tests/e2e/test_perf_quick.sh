@@ -17,6 +17,15 @@ harness_leftovers() {
 	{ awk '$2 ~ /qsperf-fs\./ {print "mount " $2}' /proc/mounts || true; } | sort
 }
 harness_leftovers >"$tmp/before"
+# fails the test if WHO left a cgroup or mount that was not there before
+no_leftovers() {
+	harness_leftovers >"$tmp/after"
+	if new=$(comm -13 "$tmp/before" "$tmp/after") && [ -n "$new" ]; then
+		echo "FAIL: $1 left behind:"
+		echo "$new"
+		exit 1
+	fi
+}
 
 # the data is generated into the temp dir too, so the test leaves nothing in the source tree
 "$repo/perf/run" --quick --qsync "$QSYNC_BIN" --out "$tmp/out" --data-dir "$tmp/data" >"$tmp/log" 2>&1 || {
@@ -98,12 +107,7 @@ print("ok: merge")
 PYEOF
 
 # nothing the harness made may outlive it
-harness_leftovers >"$tmp/after"
-if new=$(comm -13 "$tmp/before" "$tmp/after") && [ -n "$new" ]; then
-	echo "FAIL: the harness left behind:"
-	echo "$new"
-	exit 1
-fi
+no_leftovers "the harness"
 # --qsync-args reaches qsync itself: an option it does not know fails the qsync row with qsync's own
 # usage error (and the run's command line in RESULTS.md shows it)
 "$repo/perf/run" --quick --scenario loopback/small --tools qsync --no-resync --qsync "$QSYNC_BIN" \
@@ -163,12 +167,7 @@ if kill -0 "$linkpid" 2>/dev/null; then
 fi
 echo "ok: interrupted run cleaned up"
 
-harness_leftovers >"$tmp/after"
-if new=$(comm -13 "$tmp/before" "$tmp/after") && [ -n "$new" ]; then
-	echo "FAIL: the interrupted harness left behind:"
-	echo "$new"
-	exit 1
-fi
+no_leftovers "the interrupted harness"
 if ls "$tmp"/data/scratch-*.img >/dev/null 2>&1; then
 	echo "FAIL: the scratch filesystem image was left behind"
 	exit 1
