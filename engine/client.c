@@ -161,6 +161,7 @@ static int hello(struct client *cl, struct qs_err *err)
 	cl->peer_quic = (m->u.hello.caps & NET_CAP_QUIC_V1) && m->u.hello.quic_available;
 	cl->peer_max_streams = m->u.hello.max_streams;
 	cl->quick_check = (m->u.hello.caps & NET_CAP_QUICK_CHECK) && !cl->o->ignore_times;
+	cl->snd.ask_batch = cl->quick_check && (m->u.hello.caps & NET_CAP_ASK_BATCH);
 	return ENGINE_EXIT_OK;
 }
 

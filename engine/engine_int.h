@@ -96,6 +96,7 @@ struct snd_entry {
 	struct snd_big *big; /* one range of this large file: rel is big->rel */
 	uint64_t range_off, range_len;
 	uint32_t range_idx;
+	bool asked;      /* a batch's answer was SEND: it goes without asking again */
 	const char *rel; /* path on the wire ("" for the root) */
 	char buf[];      /* rel, when the entry holds it itself */
 };
@@ -134,6 +135,7 @@ struct sender {
 	bool single_file;     /* exactly one source and it is not a directory */
 	size_t max_in_flight; /* streams in flight over all lanes (descriptors, the peer's limit) */
 	bool ask;             /* quick check against a destination that was there: regular files ASK */
+	bool ask_batch;       /* ... and the peer reads batches: small files ask many to a stream */
 };
 
 /* Counters of one lane: written by the lane's thread only (relaxed atomics), summed by the control
@@ -146,6 +148,7 @@ struct snd_counters {
 
 struct sched_worker;
 struct snd_job;
+struct snd_batch;
 
 #define SND_RING_MIN  (1u << 20)   /* files this large are read ahead on the lane's ring */
 #define SND_RBUF_SIZE (256u << 10) /* a read-ahead buffer */
@@ -173,6 +176,9 @@ struct snd_lane {
 	 * busy, and the ranges of a large file beyond it stay in the deque for idle lanes to steal
 	 * instead of queueing behind this one. */
 	uint64_t unsent, unsent_max;
+	/* Small files that ask (the quick check, with a peer that reads batches), gathered to ask on one
+	 * stream together: a slot of max_in_flight is kept for it while it fills. */
+	struct snd_batch *batch;
 	atomic_uint_fast64_t streams_opened; /* sync_complete sums them over the data path's lanes (relaxed:
 	                                        written by the lane, read by the control thread) */
 	struct snd_counters c;

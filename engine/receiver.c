@@ -49,6 +49,16 @@ struct rcv_job {
 	int werr;            /* the first failed write */
 	bool commit_waiting; /* the stream is complete; its commit waits for its writes */
 	bool dead;           /* the stream has ended; the job goes when its writes are done */
+	struct rcv_batch *batch; /* a batch of questions (NET_STREAM_F_BATCH), not an entry */
+};
+
+/* A batch of questions: every entry is answered in order, into out (sent from j->ack_off on). Its size
+ * is bounded by the entries a batch may hold, each answer at most a verdict and an ack. */
+struct rcv_batch {
+	struct net_stream_dec dec; /* the entry being read */
+	uint32_t n;                /* entries read */
+	uint8_t *out;
+	size_t out_len, out_cap;
 };
 
 /* A write buffer: a stream's own, or a write in flight on the lane's ring (then j is its job). */
@@ -486,10 +496,34 @@ static void big_end(struct rcv_job *j, struct io_meta *im)
 	queue_ack(j, NET_STREAM_OK, NULL);
 }
 
-/* Marks the entry failed: tells the sender (ack), the client (control channel) and the log (stderr). */
+/* Counts a failed entry and tells the client (control channel) and the log (stderr). */
+static void report(struct receiver *r, const char *file, int64_t sid, uint8_t status, const char *msg)
+{
+	atomic_fetch_add_explicit(&r->failed, 1, memory_order_relaxed);
+	fprintf(stderr, "qsync: receiver: %s\n", msg);
+	pthread_mutex_lock(&r->lock);
+	if (r->n_reports < RCV_MAX_REPORTS) {
+		struct rcv_report *rep = &r->reports[r->n_reports];
+		rep->file = strdup(file);
+		rep->msg = strdup(msg);
+		rep->sid = sid;
+		rep->code = status_code_name(status);
+		if (rep->file && rep->msg) {
+			r->n_reports++;
+		} else {
+			free(rep->file);
+			free(rep->msg);
+			r->reports_dropped++;
+		}
+	} else {
+		r->reports_dropped++;
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* Marks the entry failed: tells the sender (ack), the client and the log (report). */
 static void job_fail(struct rcv_job *j, uint8_t status, const char *msg)
 {
-	struct receiver *r = j->r;
 	if (j->finished)
 		return;
 	j->finished = true;
@@ -503,26 +537,7 @@ static void job_fail(struct rcv_job *j, uint8_t status, const char *msg)
 		queue_ack(j, status, msg); /* the file had failed already: reported then */
 		return;
 	}
-	atomic_fetch_add_explicit(&r->failed, 1, memory_order_relaxed);
-	fprintf(stderr, "qsync: receiver: %s\n", msg);
-	pthread_mutex_lock(&r->lock);
-	if (r->n_reports < RCV_MAX_REPORTS) {
-		struct rcv_report *rep = &r->reports[r->n_reports];
-		rep->file = strdup(j->meta_seen ? j->dec.meta.path : "");
-		rep->msg = strdup(msg);
-		rep->sid = j->sid;
-		rep->code = status_code_name(status);
-		if (rep->file && rep->msg) {
-			r->n_reports++;
-		} else {
-			free(rep->file);
-			free(rep->msg);
-			r->reports_dropped++;
-		}
-	} else {
-		r->reports_dropped++;
-	}
-	pthread_mutex_unlock(&r->lock);
+	report(j->r, j->meta_seen ? j->dec.meta.path : "", j->sid, status, msg);
 	queue_ack(j, status, msg);
 }
 
@@ -579,16 +594,24 @@ static int remember_dir(struct receiver *r, const char *rel, const struct net_st
 /* An ASK entry (not a range: big_begin decides those once per file): true when it is settled here (the
  * destination has the file already, so HAVE and the ack are on their way, or the look failed and the
  * entry with it), false when its data is wanted (the caller opens the file and sends SEND). */
-static bool ask_have(struct rcv_job *j, const struct io_meta *im)
+/* The quick check of a regular file the sender asks about: 1 when the destination has it at path (its
+ * attributes then put right as the options say), 0 when it is to be sent, or a negative errno. */
+static int look_unchanged(struct rcv_lane *l, const char *path, const struct net_stream_meta *m,
+                          struct qs_err *e)
+{
+	const struct receiver *r = l->r;
+	struct io_meta fix = meta_for(r, m->mode, m->mtime_ns, m->uid, m->gid);
+	fix.set_mode = r->perms; /* without -p an unchanged file keeps its bits, as with rsync */
+	return io_unchanged_dc(l->dc, path, m->size, m->mtime_ns, &fix, e);
+}
+
+static bool ask_have(struct rcv_job *j)
 {
 	struct receiver *r = j->r;
-	const struct net_stream_meta *m = &j->dec.meta;
 	char msg[NET_STREAM_MAX_ACK_MSG];
 	struct qs_err e = {0};
-	struct io_meta fix = *im;
-	fix.set_mode = r->perms; /* without -p an unchanged file keeps its bits, as with rsync */
 
-	int rc = io_unchanged_dc(j->l->dc, j->path, m->size, m->mtime_ns, &fix, &e);
+	int rc = look_unchanged(j->l, j->path, &j->dec.meta, &e);
 	if (rc < 0) {
 		snprintf(msg, sizeof(msg), "%s", e.msg);
 		job_fail(j, NET_STREAM_EBADPATH, msg);
@@ -688,7 +711,7 @@ static void on_meta(struct rcv_job *j)
 		return;
 	}
 	struct io_meta im = meta_for(r, m->mode, m->mtime_ns, m->uid, m->gid);
-	if (j->ask && !(m->flags & NET_STREAM_F_RANGE) && ask_have(j, &im))
+	if (j->ask && !(m->flags & NET_STREAM_F_RANGE) && ask_have(j))
 		return;
 	if (m->flags & NET_STREAM_F_RANGE) {
 		if (big_begin(j, &im) == 0) {
@@ -818,6 +841,143 @@ static void commit_now(struct rcv_job *j)
 	queue_ack(j, NET_STREAM_OK, NULL);
 }
 
+/* ---- batches of questions ---- */
+
+/* One answer: a verdict, and for HAVE the ack. */
+static void batch_put(struct rcv_job *j, uint8_t verdict, uint8_t status, const char *msg)
+{
+	struct rcv_batch *b = j->batch;
+	size_t need = 1 + NET_STREAM_MAX_ACK;
+	if (b->out_cap - b->out_len < need) {
+		size_t ncap = b->out_cap ? b->out_cap * 2 : 4096;
+		while (ncap - b->out_len < need)
+			ncap *= 2;
+		uint8_t *no = realloc(b->out, ncap);
+		if (!no) { /* the answers end here; the sender fails the rest (stream closed unanswered) */
+			j->finished = true;
+			j->ack_final = true;
+			return;
+		}
+		b->out = no;
+		b->out_cap = ncap;
+	}
+	b->out[b->out_len++] = verdict;
+	if (verdict == NET_STREAM_VERDICT_HAVE) {
+		ssize_t n = net_stream_ack_encode(status, msg, b->out + b->out_len, b->out_cap - b->out_len);
+		b->out_len += n > 0 ? (size_t)n : 0;
+	}
+	j->ack_ready = true;
+	net_dp_stream_resume(&j->l->dp, j->sid);
+}
+
+/* The entry at hand fails: HAVE with the error (its data is not to come), and it is reported. */
+static void batch_refuse(struct rcv_job *j, uint8_t status, const char *msg)
+{
+	report(j->r, j->batch->dec.meta.path, j->sid, status, msg);
+	batch_put(j, NET_STREAM_VERDICT_HAVE, status, msg);
+}
+
+/* No more answers: our side ends once they are out. */
+static void batch_end(struct rcv_job *j)
+{
+	j->finished = true;
+	j->ack_final = true;
+	j->ack_ready = true;
+	net_dp_stream_resume(&j->l->dp, j->sid);
+}
+
+static void batch_entry(struct rcv_job *j)
+{
+	struct receiver *r = j->r;
+	struct rcv_batch *b = j->batch;
+	const struct net_stream_meta *m = &b->dec.meta;
+	char msg[NET_STREAM_MAX_ACK_MSG], qb[IO_QUOTE_MAX];
+	struct qs_err e = {0};
+
+	if (++b->n > NET_STREAM_BATCH_MAX) {
+		snprintf(msg, sizeof(msg), "bad stream from sender: more than %d entries in one batch",
+		         NET_STREAM_BATCH_MAX);
+		batch_refuse(j, NET_STREAM_EPROTO, msg);
+		batch_end(j);
+		return;
+	}
+	if (m->flags != NET_STREAM_F_ASK) {
+		snprintf(msg, sizeof(msg),
+		         "bad stream from sender: \"%s\" in a batch is not a file that asks",
+		         io_path_quote(m->path, m->path_len, qb, sizeof(qb)));
+		batch_refuse(j, NET_STREAM_EPROTO, msg);
+	} else {
+		int rc = io_path_check(m->path, m->path_len, &e);
+		if (rc == 0)
+			rc = look_unchanged(j->l, m->path, m, &e);
+		if (rc < 0) {
+			snprintf(msg, sizeof(msg), "%s", e.msg);
+			batch_refuse(j, NET_STREAM_EBADPATH, msg);
+		} else if (rc == 0) {
+			batch_put(j, NET_STREAM_VERDICT_SEND, 0, NULL);
+		} else {
+			atomic_fetch_add_explicit(&r->ok, 1, memory_order_relaxed);
+			atomic_fetch_add_explicit(&r->unchanged, 1, memory_order_relaxed);
+			batch_put(j, NET_STREAM_VERDICT_HAVE, NET_STREAM_OK, NULL);
+		}
+	}
+	net_stream_dec_init(&b->dec); /* the next entry */
+}
+
+/* Bytes of a batch: entries are read and answered one by one; the batch ends at its FIN, which must
+ * come where an entry ends. Anything it cannot read on fails the entry at hand and ends it. */
+static void batch_feed(struct rcv_job *j, const uint8_t *data, size_t len, int fin)
+{
+	struct rcv_batch *b = j->batch;
+	char msg[NET_STREAM_MAX_ACK_MSG];
+	while (len > 0 && !j->finished) {
+		struct net_stream_ev ev;
+		struct qs_err e = {0};
+		ssize_t used = net_stream_dec_feed(&b->dec, data, len, &ev, &e);
+		if (used < 0) {
+			uint8_t st = used == -ENAMETOOLONG || used == -EINVAL ? NET_STREAM_EBADPATH
+			                                                      : NET_STREAM_EPROTO;
+			snprintf(msg, sizeof(msg), "bad stream from sender: %s", e.msg);
+			batch_refuse(j, st, msg);
+			batch_end(j);
+			return;
+		}
+		data += used;
+		len -= (size_t)used;
+		if (ev.kind == NET_STREAM_EV_META) {
+			batch_entry(j);
+		} else if (ev.kind == NET_STREAM_EV_BATCH) {
+			batch_refuse(j, NET_STREAM_EPROTO, "bad stream from sender: a batch inside a batch");
+			batch_end(j);
+		}
+	}
+	if (fin && !j->finished) {
+		if (b->dec.have)
+			batch_refuse(j, NET_STREAM_ETRUNC,
+			             "truncated stream from sender: a batch ended inside an entry");
+		else if (b->n == 0)
+			batch_refuse(j, NET_STREAM_EPROTO, "bad stream from sender: an empty batch");
+		batch_end(j);
+	}
+}
+
+static void batch_begin(struct rcv_job *j, const uint8_t *data, size_t len, int fin)
+{
+	j->batch = calloc(1, sizeof(*j->batch));
+	if (!j->batch) {
+		job_fail(j, NET_STREAM_EIO, "out of memory for a batch");
+		return;
+	}
+	net_stream_dec_init(&j->batch->dec);
+	if (j->r->single_file) {
+		batch_refuse(j, NET_STREAM_EPROTO,
+		             "bad stream from sender: a single-file destination takes one file, not a batch");
+		batch_end(j);
+		return;
+	}
+	batch_feed(j, data, len, fin);
+}
+
 static int rcv_recv(void *ctx, int64_t sid, void **user, const uint8_t *data, size_t len, int fin)
 {
 	struct rcv_lane *l = ctx;
@@ -840,6 +1000,10 @@ static int rcv_recv(void *ctx, int64_t sid, void **user, const uint8_t *data, si
 		XXH3_64bits_reset(j->hash);
 		net_stream_dec_init(&j->dec);
 		*user = j;
+	}
+	if (j->batch) {
+		batch_feed(j, data, len, fin);
+		return 0;
 	}
 	while (len > 0 && !j->finished) {
 		struct net_stream_ev ev;
@@ -864,6 +1028,9 @@ static int rcv_recv(void *ctx, int64_t sid, void **user, const uint8_t *data, si
 		case NET_STREAM_EV_END:
 			on_end(j, &ev);
 			break;
+		case NET_STREAM_EV_BATCH:
+			batch_begin(j, data, len, fin);
+			return 0;
 		case NET_STREAM_EV_NONE:
 			break;
 		}
@@ -890,12 +1057,15 @@ static ssize_t rcv_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t
 	*fin = 0;
 	if (!j || !j->ack_ready)
 		return 0;
-	size_t k = j->ack_len - j->ack_off;
+	const uint8_t *src = j->batch ? j->batch->out : j->ack;
+	size_t len = j->batch ? j->batch->out_len : j->ack_len;
+	size_t k = len - j->ack_off;
 	if (k > cap)
 		k = cap;
-	memcpy(buf, j->ack + j->ack_off, k);
+	if (k)
+		memcpy(buf, src + j->ack_off, k);
 	j->ack_off += k;
-	if (j->ack_off == j->ack_len) {
+	if (j->ack_off == len) {
 		j->ack_ready = false; /* (until the ack, after a SEND verdict) */
 		*fin = j->ack_final;
 	}
@@ -952,6 +1122,10 @@ static void job_destroy(struct rcv_job *j)
 		pthread_mutex_lock(&r->lock);
 		big_put(r, j->big);
 		pthread_mutex_unlock(&r->lock);
+	}
+	if (j->batch) {
+		free(j->batch->out);
+		free(j->batch);
 	}
 	XXH3_freeState(j->hash);
 	free(j);

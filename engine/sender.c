@@ -5,6 +5,8 @@
  * stream as soon as it is listed. Each entry gets its own stream: header and metadata, the content read
  * straight from the file into the data plane's buffer, and the XXH3-64 trailer; a large file is cut into
  * ranges, a stream each. The receiver's ack on the same stream decides whether the entry counts as done.
+ * Against an existing destination small files first ask, many to a stream (a batch), whether they are
+ * wanted; those that are go out as above.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,7 +26,11 @@
 
 enum snd_phase { PH_HDR, PH_WAIT, PH_DATA, PH_TRAILER, PH_SENT };
 
+/* What a stream carries: one entry (a job) or a batch of questions. The first member of both. */
+enum snd_kind { SND_JOB = 1, SND_BATCH };
+
 struct snd_job {
+	enum snd_kind kind; /* SND_JOB */
 	struct snd_lane *l;
 	struct snd_entry *e; /* NULL once handed to the resend queue */
 	int64_t sid;
@@ -49,6 +55,22 @@ struct snd_job {
 	bool reading;        /* a read into rb is on the ring: the job and its fd stay until it is done */
 	int rerr;            /* the read failed (negative errno), or 1 when the file ended early */
 	bool dead;           /* the stream has ended; the job goes when its read is done */
+};
+
+/* Small files asking on one stream (NET_STREAM_F_BATCH): answered in order, SEND puts the entry back
+ * to be sent on a stream of its own, HAVE settles it. */
+struct snd_batch {
+	enum snd_kind kind; /* SND_BATCH */
+	struct snd_lane *l;
+	int64_t sid;
+	uint32_t n, answered;
+	struct snd_entry *e[NET_STREAM_BATCH_MAX]; /* e[answered..n) wait for their answers */
+	uint8_t *out;                              /* the header and every entry's metadata */
+	size_t out_len, out_cap, out_off;
+	uint8_t ans[1 + NET_STREAM_MAX_ACK]; /* an answer being gathered */
+	size_t ans_len;
+	char msg[NET_STREAM_MAX_ACK_MSG + 1];  /* our reason for giving up on the stream */
+	char last[NET_STREAM_MAX_ACK_MSG + 1]; /* the receiver's last refusal */
 };
 
 static void job_free(struct snd_job *j);
@@ -720,6 +742,37 @@ static void job_free(struct snd_job *j)
 	free(j);
 }
 
+/* e's header and metadata as the wire has them (ask: with the ASK flag). Returns the length or a
+ * negative errno. */
+static ssize_t encode_meta(const struct snd_entry *e, bool ask, uint8_t *buf, size_t cap)
+{
+	struct net_stream_meta *m = malloc(sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	memset(m, 0, sizeof(*m));
+	m->file_id = e->id;
+	m->flags = e->flags;
+	m->path_len = (uint32_t)strlen(e->rel);
+	memcpy(m->path, e->rel, m->path_len + 1);
+	m->size = entry_size(e);
+	if (e->big) {
+		m->flags |= NET_STREAM_F_RANGE;
+		m->range_off = e->range_off;
+		m->file_size = (uint64_t)e->st.st_size;
+		m->range_idx = e->range_idx;
+		m->range_count = e->big->count;
+	}
+	if (ask)
+		m->flags |= NET_STREAM_F_ASK;
+	m->mtime_ns = (int64_t)e->st.st_mtim.tv_sec * 1000000000LL + e->st.st_mtim.tv_nsec;
+	m->mode = e->st.st_mode;
+	m->uid = e->st.st_uid;
+	m->gid = e->st.st_gid;
+	ssize_t n = net_stream_meta_encode(m, buf, cap);
+	free(m);
+	return n;
+}
+
 static int job_new(struct snd_lane *l, struct snd_entry *e, struct snd_job **out, struct qs_err *err)
 {
 	struct snd_job *j = calloc(1, sizeof(*j));
@@ -734,41 +787,14 @@ static int job_new(struct snd_lane *l, struct snd_entry *e, struct snd_job **out
 		return qs_err_set(err, -ENOMEM, "out of memory");
 	}
 	XXH3_64bits_reset(j->hash);
-
-	struct net_stream_meta *m = malloc(sizeof(*m));
-	if (!m) {
-		XXH3_freeState(j->hash);
-		free(j);
-		return qs_err_set(err, -ENOMEM, "out of memory");
-	}
-	memset(m, 0, sizeof(*m));
-	m->file_id = e->id;
-	m->flags = e->flags;
-	m->path_len = (uint32_t)strlen(e->rel);
-	memcpy(m->path, e->rel, m->path_len + 1);
-	m->size = entry_size(e);
-	if (e->big) {
-		m->flags |= NET_STREAM_F_RANGE;
-		m->range_off = e->range_off;
-		m->file_size = (uint64_t)e->st.st_size;
-		m->range_idx = e->range_idx;
-		m->range_count = e->big->count;
-	}
-	if (l->s->ask && !(e->flags & (NET_STREAM_F_DIR | NET_STREAM_F_SYMLINK))) {
-		m->flags |= NET_STREAM_F_ASK;
-		j->ask = true;
-	}
-	m->mtime_ns = (int64_t)e->st.st_mtim.tv_sec * 1000000000LL + e->st.st_mtim.tv_nsec;
-	m->mode = e->st.st_mode;
-	m->uid = e->st.st_uid;
-	m->gid = e->st.st_gid;
-	ssize_t n = net_stream_meta_encode(m, j->hdr, sizeof(j->hdr));
-	free(m);
+	j->ask = l->s->ask && !(e->flags & (NET_STREAM_F_DIR | NET_STREAM_F_SYMLINK)) && !e->asked;
+	ssize_t n = encode_meta(e, j->ask, j->hdr, sizeof(j->hdr));
 	if (n < 0) {
 		XXH3_freeState(j->hash);
 		free(j);
 		return qs_err_set(err, (int)n, "cannot frame %s: %s", e->rel, strerror((int)-n));
 	}
+	j->kind = SND_JOB;
 	j->hdr_len = (size_t)n;
 	j->e = e;
 	*out = j;
@@ -826,20 +852,108 @@ void sender_lane_ring_free(struct snd_lane *l)
 	l->n_rfree = 0;
 }
 
+/* ---- batches of questions ---- */
+
+/* A small regular file that would ask on a stream of its own asks in a batch instead. Ranges ask one
+ * by one (a HAVE for one settles the file), a single-file destination takes no batch. */
+static bool batchable(const struct snd_lane *l, const struct snd_entry *e)
+{
+	const struct sender *s = l->s;
+	return s->ask && s->ask_batch && !s->single_file && !e->big && !e->asked && e->flags == 0 &&
+	       S_ISREG(e->st.st_mode);
+}
+
+static void batch_free(struct snd_batch *b)
+{
+	free(b->out);
+	free(b);
+}
+
+/* Adds e to l's batch (made if there is none). Returns 1 when the batch is full, 0, or -ENOMEM. */
+static int batch_add(struct snd_lane *l, struct snd_entry *e)
+{
+	struct snd_batch *b = l->batch;
+	if (!b) {
+		b = calloc(1, sizeof(*b));
+		if (!b)
+			return -ENOMEM;
+		b->kind = SND_BATCH;
+		b->l = l;
+		b->sid = -1;
+		l->batch = b;
+	}
+	size_t need = (b->out_len ? 0 : NET_STREAM_HDR_LEN) + NET_STREAM_MAX_META;
+	if (b->out_cap - b->out_len < need) {
+		size_t ncap = b->out_cap ? b->out_cap * 2 : 16384;
+		while (ncap - b->out_len < need)
+			ncap *= 2;
+		uint8_t *no = realloc(b->out, ncap);
+		if (!no)
+			return -ENOMEM;
+		b->out = no;
+		b->out_cap = ncap;
+	}
+	if (b->out_len == 0) {
+		net_stream_batch_encode(b->out);
+		b->out_len = NET_STREAM_HDR_LEN;
+	}
+	ssize_t n = encode_meta(e, true, b->out + b->out_len, b->out_cap - b->out_len);
+	if (n < 0)
+		return (int)n;
+	b->out_len += (size_t)n;
+	b->e[b->n++] = e;
+	return b->n == NET_STREAM_BATCH_MAX;
+}
+
+/* Opens the stream of l's batch, if it has one. The peer's limit (-EAGAIN) puts its entries back. */
+static int batch_flush(struct snd_lane *l, struct qs_err *err)
+{
+	struct snd_batch *b = l->batch;
+	if (!b)
+		return 0;
+	l->batch = NULL;
+	int rc = net_dp_stream_open(&l->dp, b, &b->sid);
+	if (rc < 0) {
+		int lost = 0;
+		for (uint32_t i = b->n; i-- > 0;)
+			if (give(l, b->e[i]) < 0) {
+				entry_free(b->e[i]); /* (out of memory: the transfer fails) */
+				lost = -ENOMEM;
+			}
+		batch_free(b);
+		if (lost)
+			return qs_err_set(err, lost, "out of memory");
+		if (rc == -EAGAIN)
+			return 0;
+		return qs_err_set(err, rc, "cannot open a stream: %s", strerror(-rc));
+	}
+	l->in_flight++;
+	add(&l->streams_opened, 1);
+	add(&l->c.in_flight, 1);
+	if (on_ssh(l))
+		add(&l->c.streams_sent_ssh, 1);
+	return 0;
+}
+
 int sender_pump(struct snd_lane *l, struct qs_err *err)
 {
 	struct sender *s = l->s;
-	while (l->in_flight < l->max_in_flight && (!l->unsent_max || l->unsent < l->unsent_max)) {
+	int rc = 0;
+	/* (an open batch holds a slot of its own) */
+	while (l->in_flight + (l->batch ? 1u : 0u) < l->max_in_flight &&
+	       (!l->unsent_max || l->unsent < l->unsent_max)) {
 		bool again;
 		struct snd_entry *e = take(l, &again);
 		if (!e)
-			return 0;
+			break;
 		if (e->walk) {
-			int rc = list_dir(l, s, e);
+			rc = list_dir(l, s, e);
 			free(e);
 			atomic_fetch_sub_explicit(&s->remaining, 1, memory_order_release);
-			if (rc < 0)
-				return qs_err_set(err, rc, "cannot list a directory: %s", strerror(-rc));
+			if (rc < 0) {
+				rc = qs_err_set(err, rc, "cannot list a directory: %s", strerror(-rc));
+				break;
+			}
 			continue;
 		}
 		if (e->big && atomic_load_explicit(&e->big->have, memory_order_acquire)) {
@@ -850,21 +964,39 @@ int sender_pump(struct snd_lane *l, struct qs_err *err)
 			atomic_fetch_sub_explicit(&s->remaining, 1, memory_order_release);
 			continue;
 		}
+		if (batchable(l, e)) {
+			rc = batch_add(l, e);
+			if (rc < 0) {
+				again ? requeue(s, e, true) : give(l, e);
+				rc = qs_err_set(err, rc, "out of memory");
+				break;
+			}
+			if (again)
+				add(&l->c.files_resent, 1);
+			if (rc == 1 && (rc = batch_flush(l, err)) < 0)
+				break;
+			continue;
+		}
 		struct snd_job *j = NULL;
-		int rc = job_new(l, e, &j, err);
+		rc = job_new(l, e, &j, err);
 		if (rc < 0) {
 			again ? requeue(s, e, true) : give(l, e);
-			return rc;
+			break;
 		}
 		rc = net_dp_stream_open(&l->dp, j, &j->sid);
 		if (rc < 0) {
 			j->e = NULL;
 			job_free(j);
-			if ((again ? !requeue(s, e, true) : give(l, e) < 0))
-				return qs_err_set(err, -ENOMEM, "out of memory");
-			if (rc == -EAGAIN)
-				return 0; /* the peer's limit for now: another try after a stream closes */
-			return qs_err_set(err, rc, "cannot open a stream: %s", strerror(-rc));
+			if ((again ? !requeue(s, e, true) : give(l, e) < 0)) {
+				rc = qs_err_set(err, -ENOMEM, "out of memory");
+				break;
+			}
+			if (rc == -EAGAIN) {
+				rc = 0; /* the peer's limit for now: another try after a stream closes */
+				break;
+			}
+			rc = qs_err_set(err, rc, "cannot open a stream: %s", strerror(-rc));
+			break;
 		}
 		if (again)
 			add(&l->c.files_resent, 1);
@@ -879,7 +1011,9 @@ int sender_pump(struct snd_lane *l, struct qs_err *err)
 		if (on_ssh(l))
 			add(&l->c.streams_sent_ssh, 1);
 	}
-	return 0;
+	/* what has gathered goes now: nothing more to ask with it for the moment */
+	int frc = batch_flush(l, err);
+	return rc < 0 ? rc : frc;
 }
 
 void sender_stats(struct snd_lane *const *lanes, size_t n, struct sender *s, struct engine_stats *st)
@@ -943,8 +1077,137 @@ static ssize_t fail_job(struct snd_job *j, int code, const char *what)
 	return -code;
 }
 
+static ssize_t batch_fill(struct snd_batch *b, uint8_t *buf, size_t cap, int *fin)
+{
+	size_t k = b->out_len - b->out_off;
+	if (k > cap)
+		k = cap;
+	memcpy(buf, b->out + b->out_off, k);
+	b->out_off += k;
+	*fin = b->out_off == b->out_len;
+	add(&b->l->c.wire_bytes, k);
+	return (ssize_t)k;
+}
+
+/* The answers, in the order of the questions: SEND puts the entry back to be sent (without asking
+ * again), HAVE and an OK ack settles it as unchanged, HAVE and an error fails it. */
+static int batch_recv(struct snd_batch *b, const uint8_t *data, size_t len)
+{
+	struct snd_lane *l = b->l;
+	struct sender *s = l->s;
+	while (len > 0) {
+		size_t k = sizeof(b->ans) - b->ans_len;
+		if (k > len)
+			k = len;
+		memcpy(b->ans + b->ans_len, data, k);
+		b->ans_len += k;
+		data += k;
+		len -= k;
+		size_t at = 0;
+		while (at < b->ans_len) {
+			if (b->answered == b->n) {
+				snprintf(b->msg, sizeof(b->msg),
+				         "more answers than questions from the receiver");
+				return -EPROTO;
+			}
+			struct snd_entry *e = b->e[b->answered];
+			uint8_t v = b->ans[at];
+			if (v == NET_STREAM_VERDICT_SEND) {
+				b->e[b->answered++] = NULL;
+				e->asked = true;
+				if (give(l, e) < 0) {
+					add(&l->c.files_failed, 1);
+					engine_emit(s->o, ENGINE_EV_FILE_ERROR, e->rel, "out of memory",
+					            NULL);
+					entry_free(e);
+					atomic_fetch_sub_explicit(&s->remaining, 1, memory_order_release);
+				}
+				at++;
+				continue;
+			}
+			if (v != NET_STREAM_VERDICT_HAVE) {
+				snprintf(b->msg, sizeof(b->msg), "malformed verdict from the receiver");
+				return -EPROTO;
+			}
+			ssize_t n = net_stream_ack_len(b->ans + at + 1, b->ans_len - at - 1);
+			if (n < 0) {
+				snprintf(b->msg, sizeof(b->msg),
+				         "malformed acknowledgement from the receiver");
+				return -EPROTO;
+			}
+			if (n == 0)
+				break; /* the rest of this answer is still to come */
+			uint8_t status;
+			char msg[NET_STREAM_MAX_ACK_MSG + 1];
+			if (net_stream_ack_decode(b->ans + at + 1, (size_t)n, &status, msg, sizeof(msg)) <
+			    0) {
+				snprintf(b->msg, sizeof(b->msg),
+				         "malformed acknowledgement from the receiver");
+				return -EPROTO;
+			}
+			b->e[b->answered++] = NULL;
+			if (status == NET_STREAM_OK) {
+				confirm(l, e, true);
+			} else {
+				add(&l->c.files_failed, 1);
+				engine_emit(s->o, ENGINE_EV_FILE_ERROR, e->rel, msg, NULL);
+				snprintf(b->last, sizeof(b->last), "%s", msg);
+			}
+			entry_free(e);
+			atomic_fetch_sub_explicit(&s->remaining, 1, memory_order_release);
+			at += 1 + (size_t)n;
+		}
+		memmove(b->ans, b->ans + at, b->ans_len - at);
+		b->ans_len -= at;
+	}
+	return 0;
+}
+
+/* The stream ended: questions left unanswered go again on the next data path if this one died under
+ * them, and fail otherwise. */
+static void batch_closed(struct snd_batch *b, uint64_t app_error)
+{
+	struct snd_lane *l = b->l;
+	struct sender *s = l->s;
+	for (uint32_t i = b->answered; i < b->n; i++) {
+		struct snd_entry *e = b->e[i];
+		if (app_error == NET_DP_GONE && !b->msg[0] && !b->last[0] && requeue(s, e, true))
+			continue; /* (still to be done: remaining keeps it) */
+		char m[NET_STREAM_MAX_ACK_MSG + 64];
+		if (b->msg[0])
+			snprintf(m, sizeof(m), "%s", b->msg);
+		else if (b->last[0])
+			snprintf(m, sizeof(m), "not answered: the receiver ended the batch (%s)", b->last);
+		else
+			snprintf(m, sizeof(m), "stream closed before the receiver answered (code %llu)",
+			         (unsigned long long)app_error);
+		add(&l->c.files_failed, 1);
+		engine_emit(s->o, ENGINE_EV_FILE_ERROR, e->rel, m, NULL);
+		entry_free(e);
+		atomic_fetch_sub_explicit(&s->remaining, 1, memory_order_release);
+	}
+	if (b->answered == b->n && b->msg[0]) {
+		/* every question was answered and then the receiver broke the protocol (more answers):
+		 * no file to blame, but the run must not look clean */
+		add(&l->c.files_failed, 1);
+		engine_emit(s->o, ENGINE_EV_FILE_ERROR, "(a batch of questions)", b->msg, NULL);
+	} else if (b->answered == b->n && !on_ssh(l)) {
+		add(&l->c.streams_done_quic, 1);
+	}
+	l->in_flight--;
+	atomic_fetch_sub_explicit(&l->c.in_flight, 1, memory_order_relaxed);
+	batch_free(b);
+}
+
+static bool is_batch(const void *user)
+{
+	return user && *(const enum snd_kind *)user == SND_BATCH;
+}
+
 static ssize_t snd_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t cap, int *fin)
 {
+	if (is_batch(user))
+		return batch_fill(user, buf, cap, fin);
 	struct snd_job *j = user;
 	const struct snd_entry *e = j->e;
 	uint64_t size = entry_size(e);
@@ -1073,6 +1336,8 @@ static ssize_t snd_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t
 
 static int snd_recv(void *ctx, int64_t sid, void **user, const uint8_t *data, size_t len, int fin)
 {
+	if (is_batch(*user))
+		return batch_recv(*user, data, len);
 	struct snd_job *j = *user;
 	if (!j)
 		return -EPROTO; /* the receiver never opens streams toward the sender */
@@ -1134,6 +1399,10 @@ static void snd_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 {
 	struct snd_lane *l = ctx;
 	struct sender *s = l->s;
+	if (is_batch(user)) {
+		batch_closed(user, app_error);
+		return;
+	}
 	struct snd_job *j = user;
 	if (!j)
 		return;

@@ -732,6 +732,8 @@ static int parse_caps(const struct pctx *p, int obj, uint32_t *caps)
 				*caps |= NET_CAP_QUIC_V1;
 			else if (strcmp(buf, "quick-check") == 0)
 				*caps |= NET_CAP_QUICK_CHECK;
+			else if (strcmp(buf, "ask-batch") == 0)
+				*caps |= NET_CAP_ASK_BATCH;
 		}
 		i = skip(p->tok, p->ntok, i);
 	}
@@ -1167,13 +1169,23 @@ static void jw_close(struct jw *w)
 static void emit_caps(struct jw *w, uint32_t caps)
 {
 	jw_key(w, "capabilities");
+	static const struct {
+		uint32_t bit;
+		const char *lit;
+	} names[] = {
+	    {NET_CAP_QUIC_V1, "\"quic-v1\""},
+	    {NET_CAP_QUICK_CHECK, "\"quick-check\""},
+	    {NET_CAP_ASK_BATCH, "\"ask-batch\""},
+	};
+	bool first = true;
 	jw_raw(w, "[", 1);
-	if (caps & NET_CAP_QUIC_V1)
-		jw_lit(w, "\"quic-v1\"");
-	if (caps & NET_CAP_QUICK_CHECK) {
-		if (caps & NET_CAP_QUIC_V1)
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (!(caps & names[i].bit))
+			continue;
+		if (!first)
 			jw_raw(w, ",", 1);
-		jw_lit(w, "\"quick-check\"");
+		jw_lit(w, names[i].lit);
+		first = false;
 	}
 	jw_raw(w, "]", 1);
 }

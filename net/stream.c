@@ -8,15 +8,15 @@
 #include <stdio.h>
 #include <string.h>
 
-#define HDR_LEN        8u                       /* u32 file_id, u32 flags */
-#define META_FIXED_LEN (8u + 8u + 4u + 4u + 4u) /* size, mtime_ns, mode, uid, gid */
+#define HDR_LEN        ((unsigned)NET_STREAM_HDR_LEN) /* u32 file_id, u32 flags */
+#define META_FIXED_LEN (8u + 8u + 4u + 4u + 4u)       /* size, mtime_ns, mode, uid, gid */
 #define VARINT_MAX_LEN 8u
 #define VARINT_MAX     ((UINT64_C(1) << 62) - 1)
 #define SYMLINK_MAX    NET_STREAM_MAX_PATH /* longest symlink target we carry */
 #define ERR_PATH_MAX   120u                /* escaped path chars shown in an error */
 
 /* decoder states; a negative state is the sticky errno of a rejected stream */
-enum { ST_META = 0, ST_DATA, ST_TRAILER, ST_END };
+enum { ST_META = 0, ST_DATA, ST_TRAILER, ST_END, ST_BATCH };
 
 _Static_assert(NET_STREAM_MAX_META >= HDR_LEN + VARINT_MAX_LEN + NET_STREAM_MAX_PATH + META_FIXED_LEN,
                "decoder buffer must hold the largest header+metadata");
@@ -374,6 +374,13 @@ ssize_t net_stream_meta_encode(const struct net_stream_meta *m, uint8_t *buf, si
 	return (ssize_t)w.len;
 }
 
+void net_stream_batch_encode(uint8_t out[NET_STREAM_HDR_LEN])
+{
+	struct wr w = {out, NET_STREAM_HDR_LEN, 0, false};
+	put_u32(&w, 0);
+	put_u32(&w, NET_STREAM_F_BATCH);
+}
+
 void net_stream_trailer_encode(uint64_t hash, uint8_t out[NET_STREAM_TRAILER_LEN])
 {
 	for (size_t i = 0; i < NET_STREAM_TRAILER_LEN; i++)
@@ -426,6 +433,12 @@ static int meta_need(struct net_stream_dec *d, size_t *need, bool *complete, str
 	*complete = false;
 	if (!get_u32(&r, &d->meta.file_id) || !get_u32(&r, &flags)) {
 		*need = HDR_LEN;
+		return 0;
+	}
+	if (flags == NET_STREAM_F_BATCH) { /* the header is all of it */
+		d->meta.flags = flags;
+		*need = HDR_LEN;
+		*complete = true;
 		return 0;
 	}
 	if (flags & ~NET_STREAM_F_KNOWN) {
@@ -518,6 +531,12 @@ ssize_t net_stream_dec_feed(struct net_stream_dec *d, const uint8_t *p, size_t n
 			d->have += take;
 			used += take;
 		}
+		if (d->meta.flags == NET_STREAM_F_BATCH) {
+			d->have = 0;
+			d->state = ST_BATCH;
+			ev->kind = NET_STREAM_EV_BATCH;
+			return (ssize_t)used;
+		}
 		rc = meta_parse(d, err);
 		if (rc < 0)
 			return rc;
@@ -562,6 +581,11 @@ ssize_t net_stream_dec_feed(struct net_stream_dec *d, const uint8_t *p, size_t n
 		return (ssize_t)take;
 	}
 
+	case ST_BATCH:
+		if (n == 0)
+			return 0;
+		return dec_fail(d, err, -EPROTO, "a batch's entries are not read by its header's decoder");
+
 	case ST_END:
 		if (n == 0)
 			return 0;
@@ -593,6 +617,8 @@ int net_stream_dec_finish(const struct net_stream_dec *d, struct qs_err *err)
 		return qs_err_set(err, -EPIPE, "stream for file_id %" PRIu32 " ended inside the metadata",
 		                  m->file_id);
 	}
+	if (d->state == ST_BATCH)
+		return qs_err_set(err, -EPROTO, "a batch ends where its last entry does, not here");
 	escape_path((const uint8_t *)m->path, m->path_len, path, sizeof(path));
 	if (d->state == ST_DATA)
 		return qs_err_set(err, -EPIPE,
@@ -624,6 +650,22 @@ ssize_t net_stream_ack_encode(uint8_t status, const char *msg, uint8_t *buf, siz
 	if (w.overflow)
 		return -ENOSPC;
 	return (ssize_t)w.len;
+}
+
+ssize_t net_stream_ack_len(const uint8_t *p, size_t n)
+{
+	struct rd r = {p, n};
+	uint8_t status;
+	uint64_t len;
+	const uint8_t *text;
+
+	if (!get_u8(&r, &status) || !get_varint(&r, &len))
+		return 0;
+	if (status > NET_STREAM_EIO || len > NET_STREAM_MAX_ACK_MSG)
+		return -EPROTO;
+	if (!get_bytes(&r, (size_t)len, &text))
+		return 0;
+	return (ssize_t)(n - r.len);
 }
 
 int net_stream_ack_decode(const uint8_t *p, size_t n, uint8_t *status, char *msg, size_t msgcap)

@@ -29,6 +29,14 @@
 #define NET_STREAM_F_ASK     (1u << 4) /* a regular file: the sender waits for the verdict before the data */
 #define NET_STREAM_F_KNOWN                                                                                   \
 	(NET_STREAM_F_DIR | NET_STREAM_F_SYMLINK | NET_STREAM_F_ROOT | NET_STREAM_F_RANGE | NET_STREAM_F_ASK)
+/* A batch of questions (capability "ask-batch"): a header of file_id 0 and exactly this flag, then up
+ * to NET_STREAM_BATCH_MAX entries, each a header and metadata of a regular file with exactly the ASK
+ * flag and no data, then FIN. The receiver answers each entry in order: SEND alone (the sender sends
+ * it again on a stream of its own, without ASK), or HAVE and an ack (the destination has it; an error
+ * ack fails the entry). A batch that cannot be read on ends after the answer to the entry at hand. */
+#define NET_STREAM_F_BATCH   (1u << 5)
+#define NET_STREAM_BATCH_MAX 256
+#define NET_STREAM_HDR_LEN   8 /* u32 file_id, u32 flags */
 
 /* The receiver's answer to an ASK entry, the first byte it sends back on the stream: SEND (the data
  * follows from the sender, then the ack as usual), or HAVE (the destination has it already: the ack
@@ -70,6 +78,9 @@ struct net_stream_meta {
  * unknown flag) or -ENOSPC. */
 ssize_t net_stream_meta_encode(const struct net_stream_meta *m, uint8_t *buf, size_t cap);
 
+/* Encodes a batch's header (NET_STREAM_HDR_LEN bytes). */
+void net_stream_batch_encode(uint8_t out[NET_STREAM_HDR_LEN]);
+
 /* Encodes the 8-byte trailer. */
 void net_stream_trailer_encode(uint64_t hash, uint8_t out[NET_STREAM_TRAILER_LEN]);
 
@@ -79,6 +90,7 @@ enum net_stream_ev_kind {
 	NET_STREAM_EV_META,     /* dec->meta is complete and valid as framing (path not yet judged) */
 	NET_STREAM_EV_DATA,     /* ev->data/len are content bytes at ev->offset (points into the input) */
 	NET_STREAM_EV_END,      /* trailer read: ev->hash holds it; nothing may follow */
+	NET_STREAM_EV_BATCH,    /* a batch header: the entries that follow go to a decoder each */
 };
 
 struct net_stream_ev {
@@ -113,6 +125,9 @@ int net_stream_dec_finish(const struct net_stream_dec *d, struct qs_err *err);
  * -ENOSPC. decode parses a complete ack: 0, -EPROTO malformed, -EAGAIN incomplete (need more bytes). */
 ssize_t net_stream_ack_encode(uint8_t status, const char *msg, uint8_t *buf, size_t cap);
 int net_stream_ack_decode(const uint8_t *p, size_t n, uint8_t *status, char *msg, size_t msgcap);
+
+/* The length of the ack that p[0..n) starts with: > 0, 0 when incomplete, -EPROTO when malformed. */
+ssize_t net_stream_ack_len(const uint8_t *p, size_t n);
 
 /* QUIC varints (RFC 9000 §16): encode returns bytes written (1,2,4,8) or -ERANGE/-ENOSPC; decode
  * returns the bytes it read, or 0 when p[0..n) does not hold the whole varint yet. */

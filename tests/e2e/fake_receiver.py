@@ -5,6 +5,9 @@ first ASK stream badly. MODE (argv[1]):
   badverdict  a verdict byte that is neither SEND nor HAVE
   noverdict   an ack straight away, as if the entry had not asked
   sendtwice   SEND, then SEND again where the ack belongs, and the end of the stream
+  batch-badverdict, batch-extra, batch-badack: it reads batches of questions too ("ask-batch") and
+              answers the first batch with a byte that is no verdict, with more answers than the
+              batch has questions (257 HAVE + OK), or with HAVE and an ack of an unknown status
 Everything the client sends is logged to argv[2] (one line per control message or frame header)."""
 import json
 import sys
@@ -55,7 +58,8 @@ def line(obj):
 
 
 note("hello " + rd.readline().decode().strip())
-line({"type": "hello-ack", "version": "1.0", "capabilities": ["quick-check"], "quic_available": False,
+caps = ["quick-check"] + (["ask-batch"] if mode.startswith("batch-") else [])
+line({"type": "hello-ack", "version": "1.0", "capabilities": caps, "quic_available": False,
       "max_streams": 4})
 start = rd.readline().decode().strip()
 note("start " + start)
@@ -73,7 +77,19 @@ while True:
     if kind == 0:
         note("ctl " + data.decode(errors="replace"))
         continue
-    if kind in (1, 2) and sid not in answered:
+    batch = data[:8] == b"\0\0\0\0\0\0\0\x20"  # a batch's header: file_id 0, flags BATCH
+    if kind in (1, 2) and sid not in answered and mode.startswith("batch-") and batch:
+        answered.add(sid)
+        if mode == "batch-badverdict":
+            frame(1, sid, b"X")
+        elif mode == "batch-extra":
+            frame(2, sid, b"H\x00\x00" * 257)
+        elif mode == "batch-badack":
+            frame(2, sid, b"H\x09\x00")
+        time.sleep(2)
+        note("hanging up")
+        sys.exit(0)
+    if kind in (1, 2) and sid not in answered and not mode.startswith("batch-"):
         answered.add(sid)
         if mode == "badverdict":
             frame(1, sid, b"X")

@@ -201,4 +201,51 @@ check test "$(vrd aok ../escape)" = H
 check test ! -e "$work/escape"
 check test -z "$(find "$work/ask" -name '.*.qs.*' -print -quit)"
 
+
+# Batches of questions (many small files asking on one stream). An unchanged file is HAVE and untouched,
+# a changed or missing one SEND (it is then to come on a stream of its own: nothing is written here); an
+# unsafe path, an entry that does not ask, more entries than a batch may hold, a batch inside a batch, an
+# empty batch and one cut off inside an entry are refused with why, and the receiver exits 23. A
+# single-file destination takes no batch.
+mkdir -p "$work/batch/d"
+ln -s "$work/outside" "$work/batch/link"
+printf 'abcdefghij' >"$work/batch/same.txt"
+printf 'abc' >"$work/batch/other.txt"
+chmod 0644 "$work/batch/"*.txt
+touch -d @1600000000 "$work/batch/same.txt" "$work/batch/other.txt"
+"$QS_PROBE" -e "$QS_RSH" "$me@127.0.0.1" "$QSYNC_BIN" send "$work/batch" \
+	"bok:same.txt" "bok:other.txt" "bok:d/new.txt" "bok:../escape" "bok:link/x" "bplain:p.txt" \
+	"bmany:m" "bnest:n.txt" "bempty:" "btrunc:t.txt" >"$work/batch.out" 2>"$work/batch.err" || true
+cat "$work/batch.out"
+bans() { awk -v k="$1" -v p="$2" '$1=="case" && $2==k && $3==p {for (i=4;i<=NF;i++) if ($i ~ /^answers=/) {sub("answers=","",$i); print $i}}' "$work/batch.out"; }
+bst() { awk -v k="$1" -v p="$2" '$1=="case" && $2==k && $3==p {sub("status=","",$4); print $4}' "$work/batch.out"; }
+check test "$(bans bok same.txt)" = S0,H1,E0
+check test "$(cat "$work/batch/same.txt")" = abcdefghij
+check test "$(bans bok other.txt)" = S1,H0,E0
+check test "$(cat "$work/batch/other.txt")" = abc         # SEND: the data comes later, not here
+check test "$(bans bok d/new.txt)" = S1,H0,E0
+check test ! -e "$work/batch/d/new.txt"
+check test "$(bans bok ../escape)" = S0,H0,E1
+check test "$(bst bok ../escape)" = 1
+check test "$(bans bok link/x)" = S0,H0,E1                # not through a symlink
+check test "$(bans bplain p.txt)" = S0,H0,E1
+check test "$(bst bplain p.txt)" = 4
+check test "$(bans bmany m)" = S256,H0,E1                 # the 257th entry ends the batch
+check grep -q '^case bmany m status=4 .*more than 256 entries' "$work/batch.out"
+check test "$(bans bnest n.txt)" = S1,H0,E1
+check grep -q '^case bnest n.txt status=4 .*a batch inside a batch' "$work/batch.out"
+check grep -q '^case bempty  status=4 .*an empty batch' "$work/batch.out"
+check test "$(bans btrunc t.txt)" = S0,H0,E1
+check test "$(bst btrunc t.txt)" = 3
+check grep -q 'exit-status 23' "$work/batch.out"
+check test ! -e "$work/escape"
+check test "$(find "$work/batch" -type f | wc -l)" = 2     # nothing written by a batch
+check test -z "$(ls -A "$work/outside")"
+"$QS_PROBE" -e "$QS_RSH" "$me@127.0.0.1" "$QSYNC_BIN" send1 "$work/batch/same.txt" "bok:same.txt" \
+	>"$work/batch1.out" 2>&1 || true
+cat "$work/batch1.out"
+check grep -q '^case bok same.txt status=4 .*single-file destination takes one file, not a batch' "$work/batch1.out"
+check grep -q 'exit-status 23' "$work/batch1.out"
+check test "$(cat "$work/batch/same.txt")" = abcdefghij
+
 exit $fail

@@ -47,9 +47,20 @@ check tree_compare "$work/src" "$work/dst"
 push "$work/2b.json" --workers 1 --memory 32M
 check test "$(sum "$work/2b.json" files_unchanged)" = "$nfiles"
 check test "$(sum "$work/2b.json" files_failed)" = 0
-check python3 -c 'import json,sys
+# Small files ask in batches (up to 256 to a stream); directories and symlinks go one to a stream as
+# always, and the large file's first range settles it: streams = dirs + links + 1 + batches.
+plain=$(($(find "$work/src" -type d | wc -l) + $(find "$work/src" -type l | wc -l) + 1))
+nsmall=$((nfiles - 1))
+streams_ok() { # JSON: the batches are at least ceil(nsmall/256) and hold 16 files each or more
+	python3 -c 'import json,sys
 s=[json.loads(l) for l in open(sys.argv[1]) if "summary" in l][-1]
-assert sum(s["lane_streams"]) == s["streams_total"] - 2, (s["lane_streams"], s["streams_total"])' "$work/2b.json"
+plain, nsmall = int(sys.argv[2]), int(sys.argv[3])
+batches = sum(s["lane_streams"]) - plain
+print("streams", s["lane_streams"], "plain", plain, "batches", batches, "small files", nsmall)
+assert -(-nsmall // 256) <= batches <= nsmall // 16, batches' "$1" "$plain" "$nsmall"
+}
+check streams_ok "$work/2b.json"
+check streams_ok "$work/2.json"
 check tree_compare "$work/src" "$work/dst"
 
 # 2. One file changed (new content and mtime): only it travels.
@@ -113,11 +124,12 @@ push "$work/10.json" --no-quic
 check test "$(sum "$work/11.json" files_unchanged)" = 0
 check tree_compare "$work/src" "$work/fresh"
 
-# 8. Hostile receivers: a verdict that is neither SEND nor HAVE, none at all, or SEND where the ack goes.
+# 8. Hostile receivers: a verdict that is neither SEND nor HAVE, none at all, or SEND where the ack goes;
+#    and for a batch of questions, no verdict, more answers than questions, or an unreadable ack.
 #    Each is a clear error and a non-zero exit; the source is never touched.
 before=$(tree_listing "$work/src" | md5sum)
 here=$(cd "$(dirname "$0")" && pwd)
-for mode in badverdict noverdict sendtwice; do
+for mode in badverdict noverdict sendtwice batch-badverdict batch-extra batch-badack; do
 	printf '#!/bin/sh\nexec python3 %q %s %q\n' "$here/fake_receiver.py" "$mode" \
 		"$work/fake-$mode.log" >"$work/fake-$mode"
 	chmod +x "$work/fake-$mode"
@@ -134,5 +146,8 @@ done
 check grep -qi 'verdict' "$work/badverdict.err"
 check grep -qi 'verdict\|ack' "$work/noverdict.err"
 check grep -qi 'ack\|status' "$work/sendtwice.err"
+check grep -q 'malformed verdict' "$work/batch-badverdict.err"
+check grep -q 'more answers than questions' "$work/batch-extra.err"
+check grep -q 'malformed acknowledgement' "$work/batch-badack.err"
 check test "$(tree_listing "$work/src" | md5sum)" = "$before"
 exit $fail

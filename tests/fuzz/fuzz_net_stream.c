@@ -70,6 +70,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		REQUIRE(a == 0 || a == -EAGAIN || a == -EPROTO);
 		if (a == 0)
 			REQUIRE(strlen(msg) < sizeof(msg));
+		/* the length of the ack the bytes start with agrees with the parser */
+		ssize_t len = net_stream_ack_len(s, size);
+		REQUIRE(len == 0 || len == -EPROTO || (len > 0 && (size_t)len <= size));
+		if (a == 0)
+			REQUIRE(len == (ssize_t)size);
+		if (len > 0)
+			REQUIRE(net_stream_ack_decode(s, (size_t)len, &status, msg, sizeof(msg)) == 0);
 	}
 
 	net_stream_dec_init(&dec);
@@ -109,6 +116,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			case NET_STREAM_EV_END:
 				REQUIRE(metas == 1 && ends == 0 && data_seen == dec.meta.size);
 				ends++;
+				break;
+			case NET_STREAM_EV_BATCH: /* only as the whole header, and nothing after it */
+				REQUIRE(metas == 0 && ends == 0 &&
+				        pos + off + (size_t)c == NET_STREAM_HDR_LEN);
+				metas++;
 				break;
 			case NET_STREAM_EV_NONE:
 				break;

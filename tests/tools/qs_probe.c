@@ -12,6 +12,10 @@
  *       r0 r1 r2 (a good range), rh0.. (a wrong hash), rm0.. (another mode than the other ranges);
  *       a prefix "a" (aok, ar0, arh1, ...) sets ASK but sends the data at once, not waiting for the
  *       verdict (an impatient sender); the verdict is printed as verdict=S|H (- when none came)
+ *       a batch of questions (NET_STREAM_F_BATCH, each entry a 10-byte file that asks): bok (one entry,
+ *       PATH), bplain (its entry does not ask), bmany (257 entries PATH.0 ..), bnest (a batch header
+ *       after the entry), bempty (no entry), btrunc (FIN inside the entry); printed with the answers
+ *       counted (answers=S<n>,H<n>,E<n>: SEND, HAVE with OK, HAVE with an error) and the last error
  *   qs_probe ... send1 DEST CASE...    the same, with sync_start asking for a single-file destination
  * Prints one line per case: "case KIND PATH status=N msg=..." and, at the end, "ack_complete ok=N
  * failed=N" and "exit-status N" (the server's). Exit 0 when the conversation ran to its end. */
@@ -34,8 +38,11 @@
 struct pcase {
 	const char *kind;
 	const char *path;
-	uint8_t out[NET_STREAM_MAX_META + 64];
+	uint8_t *out;
 	size_t out_len, out_off;
+	bool batch;   /* the kind began with 'b': its answers are gathered in ans */
+	uint8_t *ans; /* (PROBE_MAX_ANS bytes) */
+	size_t ans_len;
 	uint8_t ack[NET_STREAM_MAX_ACK];
 	size_t ack_len;
 	int status; /* -1 until the ack arrives */
@@ -45,6 +52,10 @@ struct pcase {
 	bool ask;        /* the kind began with 'a': ASK */
 	uint8_t verdict; /* the first byte back, for an ASK case */
 };
+
+#define PROBE_MAX_ANS   (300 * (1 + NET_STREAM_MAX_ACK))
+#define PROBE_BATCH_MAX 257
+#define PROBE_OUT_CAP   (NET_STREAM_MAX_META + 64) /* a case that is not a batch */
 
 static struct pcase cases[PROBE_MAX_CASES];
 static int n_cases;
@@ -64,6 +75,13 @@ static ssize_t p_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t c
 static int p_recv(void *ctx, int64_t sid, void **user, const uint8_t *data, size_t len, int fin)
 {
 	struct pcase *c = *user;
+	if (c && c->batch) {
+		if (len > PROBE_MAX_ANS - c->ans_len)
+			return -EPROTO;
+		memcpy(c->ans + c->ans_len, data, len);
+		c->ans_len += len;
+		return 0;
+	}
 	if (c && c->ask && !c->verdict && len > 0) {
 		c->verdict = data[0];
 		data++;
@@ -110,8 +128,93 @@ static bool range_kind(const char *k, uint32_t *idx, bool *bad_hash, bool *bad_m
 	return true;
 }
 
+/* A batch case: the header and its entries (see the usage above). */
+static int build_batch(struct pcase *c, uint32_t id)
+{
+	size_t cap = PROBE_BATCH_MAX * (NET_STREAM_HDR_LEN + 8 + 64 + 40) + 2 * NET_STREAM_MAX_META;
+	struct net_stream_meta *m = calloc(1, sizeof(*m));
+	c->out = malloc(cap);
+	c->ans = malloc(PROBE_MAX_ANS);
+	if (!m || !c->out || !c->ans) {
+		free(m);
+		return -ENOMEM;
+	}
+	net_stream_batch_encode(c->out);
+	c->out_len = NET_STREAM_HDR_LEN;
+	int entries = strcmp(c->kind, "bmany") == 0    ? PROBE_BATCH_MAX
+	              : strcmp(c->kind, "bempty") == 0 ? 0
+	                                               : 1;
+	for (int i = 0; i < entries; i++) {
+		memset(m, 0, sizeof(*m));
+		m->file_id = id * 1000u + (uint32_t)i;
+		m->flags = strcmp(c->kind, "bplain") == 0 ? 0 : NET_STREAM_F_ASK;
+		if (entries > 1)
+			snprintf(m->path, sizeof(m->path), "%.60s.%d", c->path, i);
+		else
+			snprintf(m->path, sizeof(m->path), "%s", c->path);
+		m->path_len = (uint32_t)strlen(m->path);
+		m->size = 10;
+		m->mode = 0100644;
+		m->mtime_ns = 1000000000LL * 1600000000;
+		ssize_t n = net_stream_meta_encode(m, c->out + c->out_len, cap - c->out_len);
+		if (n < 0) {
+			free(m);
+			return (int)n;
+		}
+		if (strcmp(c->kind, "btrunc") == 0)
+			n /= 2;
+		c->out_len += (size_t)n;
+	}
+	free(m);
+	if (strcmp(c->kind, "bnest") == 0) {
+		net_stream_batch_encode(c->out + c->out_len);
+		c->out_len += NET_STREAM_HDR_LEN;
+	}
+	return 0;
+}
+
+/* The answers of a batch case, counted; the last error's status and message into c. */
+static void batch_answers(struct pcase *c, int *sends, int *haves, int *errors)
+{
+	size_t at = 0;
+	*sends = *haves = *errors = 0;
+	while (at < c->ans_len) {
+		if (c->ans[at] == NET_STREAM_VERDICT_SEND) {
+			(*sends)++;
+			at++;
+			continue;
+		}
+		ssize_t n = c->ans[at] == NET_STREAM_VERDICT_HAVE
+		                ? net_stream_ack_len(c->ans + at + 1, c->ans_len - at - 1)
+		                : -EPROTO;
+		uint8_t st;
+		char msg[NET_STREAM_MAX_ACK_MSG + 1];
+		if (n <= 0 || net_stream_ack_decode(c->ans + at + 1, (size_t)n, &st, msg, sizeof(msg)) < 0) {
+			snprintf(c->msg, sizeof(c->msg), "unparsable answer at byte %zu", at);
+			c->status = 99;
+			return;
+		}
+		if (st == NET_STREAM_OK) {
+			(*haves)++;
+		} else {
+			(*errors)++;
+			c->status = st;
+			snprintf(c->msg, sizeof(c->msg), "%s", msg);
+		}
+		at += 1 + (size_t)n;
+	}
+}
+
 static int build_case(struct pcase *c, uint32_t id)
 {
+	free(c->out); /* (built again when the peer's stream limit made it wait) */
+	free(c->ans);
+	c->out = c->ans = NULL;
+	if (c->batch)
+		return build_batch(c, id);
+	c->out = malloc(PROBE_OUT_CAP);
+	if (!c->out)
+		return -ENOMEM;
 	static const char content[] = "0123456789";
 	struct net_stream_meta *m = calloc(1, sizeof(*m));
 	if (!m)
@@ -150,7 +253,7 @@ static int build_case(struct pcase *c, uint32_t id)
 		m->uid = m->gid = 1234;
 	}
 	m->mtime_ns = 1000000000LL * 1600000000;
-	ssize_t n = net_stream_meta_encode(m, c->out, sizeof(c->out));
+	ssize_t n = net_stream_meta_encode(m, c->out, PROBE_OUT_CAP);
 	free(m);
 	if (n < 0)
 		return (int)n;
@@ -268,6 +371,7 @@ int main(int argc, char **argv)
 		}
 		*colon = '\0';
 		cases[n_cases].ask = argv[i][0] == 'a';
+		cases[n_cases].batch = argv[i][0] == 'b';
 		cases[n_cases].kind = argv[i] + (argv[i][0] == 'a');
 		cases[n_cases].path = colon + 1;
 		cases[n_cases].status = -1;
@@ -388,8 +492,17 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	drive(ctl, q, 10000, all_closed);
+	for (int i = 0; i < n_cases; i++) {
+		if (!cases[i].batch)
+			continue;
+		int sends, haves, errors;
+		batch_answers(&cases[i], &sends, &haves, &errors);
+		printf("case %s %s status=%d app_error=%llu answers=S%d,H%d,E%d msg=%s\n", cases[i].kind,
+		       cases[i].path, cases[i].status, (unsigned long long)cases[i].app_error, sends, haves,
+		       errors, cases[i].msg);
+	}
 	for (int i = 0; i < n_cases; i++)
-		if (!is_wait(&cases[i]))
+		if (!is_wait(&cases[i]) && !cases[i].batch)
 			printf("case %s%s %s status=%d app_error=%llu verdict=%c msg=%s\n",
 			       cases[i].ask ? "a" : "", cases[i].kind, cases[i].path, cases[i].status,
 			       (unsigned long long)cases[i].app_error,

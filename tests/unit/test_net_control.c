@@ -110,6 +110,10 @@ static void test_round_trips(void)
 	ROUND_TRIP(m);
 	m->u.hello.caps = NET_CAP_QUIC_V1 | NET_CAP_QUICK_CHECK;
 	ROUND_TRIP(m);
+	m->u.hello.caps = NET_CAP_ASK_BATCH;
+	ROUND_TRIP(m);
+	m->u.hello.caps = NET_CAP_QUIC_V1 | NET_CAP_QUICK_CHECK | NET_CAP_ASK_BATCH;
+	ROUND_TRIP(m);
 
 	m = fresh(NET_CTL_HELLO_ACK);
 	snprintf(m->u.hello.version, sizeof(m->u.hello.version), "1.7");
@@ -655,6 +659,10 @@ static void test_mistyped_fields(void)
 	    "{\"type\":\"hello\",\"version\":\"1.0\",\"capabilities\":[\"quick-check\",\"quic-v1\"]}", 0,
 	    NULL);
 	CHECK_EQ(msg_a.u.hello.caps, NET_CAP_QUIC_V1 | NET_CAP_QUICK_CHECK);
+	EXPECT_PARSE(
+	    "{\"type\":\"hello\",\"version\":\"1.0\",\"capabilities\":[\"ask-batch\",\"quick-check\"]}", 0,
+	    NULL);
+	CHECK_EQ(msg_a.u.hello.caps, NET_CAP_QUICK_CHECK | NET_CAP_ASK_BATCH);
 	EXPECT_PARSE("{\"type\":\"sync_ready\",\"existing\":\"yes\"}", -EPROTO, "existing");
 	EXPECT_PARSE("{\"type\":\"sync_ready\"}", 0, NULL);
 	CHECK_EQ(msg_a.u.sync_ready.existing, false);

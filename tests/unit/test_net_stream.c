@@ -80,7 +80,7 @@ enum chunking { CH_WHOLE, CH_BYTE, CH_RANDOM };
 
 struct result {
 	int rc; /* first negative feed return, else finish's return */
-	int metas, ends, datas;
+	int metas, ends, datas, batches;
 	size_t fail_at; /* bytes offered before the failing feed call began */
 	struct net_stream_meta meta;
 	uint8_t *data;
@@ -140,6 +140,9 @@ static void decode(const uint8_t *in, size_t n, enum chunking ch, struct result 
 				if (r->metas != 1)
 					r->in_order = false;
 				r->hash = ev.hash;
+				break;
+			case NET_STREAM_EV_BATCH:
+				r->batches++;
 				break;
 			case NET_STREAM_EV_NONE:
 				break;
@@ -632,8 +635,9 @@ static void test_framing_errors(void)
 
 	/* unknown flags, found as soon as the header is in */
 	{
-		const uint32_t bad[] = {1u << 5, 1u << 31, NET_STREAM_F_KNOWN + 1};
-		for (int i = 0; i < 3; i++) {
+		const uint32_t bad[] = {1u << 6, 1u << 31, NET_STREAM_F_BATCH | NET_STREAM_F_ASK,
+		                        NET_STREAM_F_BATCH | NET_STREAM_F_DIR};
+		for (int i = 0; i < 4; i++) {
 			n = raw_header(buf, 9, bad[i]);
 			decode(buf, n, CH_BYTE, &r);
 			CHECK_EQ(r.rc, -EPROTO);
@@ -739,6 +743,67 @@ static void test_framing_errors(void)
 	CHECK_EQ(ev.kind, NET_STREAM_EV_NONE);
 	CHECK_EQ(net_stream_dec_finish(d, &err), -EPIPE);
 	free(d);
+}
+
+/* A batch's header: the decoder says so after exactly its 8 bytes and takes nothing more; the entries
+ * that follow are ordinary ASK metadata, each for a decoder of its own. */
+static void test_batch(void)
+{
+	static uint8_t buf[2 * NET_STREAM_MAX_META];
+	static struct net_stream_meta m;
+	struct net_stream_dec *d = malloc(sizeof(*d));
+	struct net_stream_ev ev;
+	struct qs_err err;
+	struct result r;
+
+	net_stream_batch_encode(buf);
+	CHECK_EQ(NET_STREAM_HDR_LEN, 8);
+	CHECK(buf[0] == 0 && buf[3] == 0 && buf[7] == NET_STREAM_F_BATCH);
+	meta_set(&m, 9, NET_STREAM_F_ASK, "d/f", 100);
+	ssize_t k = net_stream_meta_encode(&m, buf + 8, sizeof(buf) - 8);
+	CHECK(k > 0);
+	/* in one call: the header alone is consumed */
+	net_stream_dec_init(d);
+	CHECK_EQ(net_stream_dec_feed(d, buf, 8 + (size_t)k, &ev, &err), 8);
+	CHECK_EQ(ev.kind, NET_STREAM_EV_BATCH);
+	CHECK_EQ(net_stream_dec_feed(d, buf + 8, 0, &ev, &err), 0);
+	CHECK_EQ(net_stream_dec_feed(d, buf + 8, (size_t)k, &ev, &err), -EPROTO);
+	CHECK(strstr(err.msg, "batch") != NULL);
+	/* a byte at a time; then the header's decoder is no judge of where the batch ends */
+	decode(buf, 8, CH_BYTE, &r);
+	CHECK_EQ(r.batches, 1);
+	CHECK_EQ(r.metas, 0);
+	CHECK_EQ(r.rc, -EPROTO);
+	result_free(&r);
+	/* a batch header cut short is a truncated header */
+	decode(buf, 5, CH_WHOLE, &r);
+	CHECK_EQ(r.batches, 0);
+	CHECK_EQ(r.rc, -EPIPE);
+	result_free(&r);
+	/* the entry, for a fresh decoder: an ASK regular file's metadata */
+	net_stream_dec_init(d);
+	CHECK_EQ(net_stream_dec_feed(d, buf + 8, (size_t)k, &ev, &err), k);
+	CHECK_EQ(ev.kind, NET_STREAM_EV_META);
+	CHECK_EQ(d->meta.file_id, 9);
+	CHECK_EQ(d->meta.flags, NET_STREAM_F_ASK);
+	CHECK(strcmp(d->meta.path, "d/f") == 0);
+	free(d);
+
+	/* the answers: an ack's length, to split HAVE + ack from what follows */
+	uint8_t a[NET_STREAM_MAX_ACK + 4];
+	ssize_t n = net_stream_ack_encode(NET_STREAM_EIO, "no", a, sizeof(a));
+	CHECK_EQ(n, 4);
+	CHECK_EQ(net_stream_ack_len(a, (size_t)n), 4);
+	a[n] = 'S';
+	CHECK_EQ(net_stream_ack_len(a, (size_t)n + 1), 4);
+	for (ssize_t cut = 0; cut < n; cut++)
+		CHECK_EQ(net_stream_ack_len(a, (size_t)cut), 0);
+	a[0] = 9; /* no such status */
+	CHECK_EQ(net_stream_ack_len(a, (size_t)n), -EPROTO);
+	a[0] = 0;
+	a[1] = 0x44; /* a two-byte varint: 0x400 + ... over the message limit */
+	a[2] = 0x01;
+	CHECK_EQ(net_stream_ack_len(a, 3), -EPROTO);
 }
 
 static void test_ack(void)
@@ -899,6 +964,7 @@ int main(void)
 	test_truncation();
 	test_framing_errors();
 	test_ack();
+	test_batch();
 	test_ranges();
 	if (failures) {
 		fprintf(stderr, "test_net_stream: %d of %d checks failed\n", failures, checks);
