@@ -253,6 +253,7 @@ struct rcv_report {
 #define RCV_WBUF_BIG      (256u << 10) /* write buffer of a file larger than this */
 #define RCV_WBUF_BUDGET   (64u << 20)  /* all write buffers together */
 #define RCV_WBUF_FREE_MAX 64           /* idle big buffers kept for reuse */
+#define RCV_BATCH_OUT_MAX ((NET_STREAM_BATCH_MAX + 1) * (1 + NET_STREAM_MAX_ACK)) /* a batch's answers */
 
 /* A large file arriving as ranges on parallel streams (maybe on several lanes): one file being written,
  * shared by its range streams. In r->bigs under r->lock. */

@@ -55,8 +55,9 @@ struct rcv_job {
 /* A batch of questions: every entry is answered in order, into out (sent from j->ack_off on). Its size
  * is bounded by the entries a batch may hold, each answer at most a verdict and an ack. */
 struct rcv_batch {
-	struct net_stream_dec dec; /* the entry being read */
-	uint32_t n;                /* entries read */
+	struct net_stream_dec dec;          /* the entry being read */
+	char link[NET_STREAM_MAX_PATH + 1]; /* a symlink entry's target, as it arrives */
+	uint32_t n;                         /* entries read */
 	uint8_t *out;
 	size_t out_len, out_cap;
 };
@@ -843,8 +844,11 @@ static void commit_now(struct rcv_job *j)
 
 /* ---- batches of questions ---- */
 
-/* One answer: a verdict, and for HAVE the ack. */
-static void batch_put(struct rcv_job *j, uint8_t verdict, uint8_t status, const char *msg)
+static void batch_end(struct rcv_job *j);
+
+/* One answer: a verdict, and for HAVE the ack. False when there is no room for it (out of memory: the
+ * batch ends here, and the sender fails what is left unanswered). */
+static bool batch_put(struct rcv_job *j, uint8_t verdict, uint8_t status, const char *msg)
 {
 	struct rcv_batch *b = j->batch;
 	size_t need = 1 + NET_STREAM_MAX_ACK;
@@ -852,11 +856,12 @@ static void batch_put(struct rcv_job *j, uint8_t verdict, uint8_t status, const 
 		size_t ncap = b->out_cap ? b->out_cap * 2 : 4096;
 		while (ncap - b->out_len < need)
 			ncap *= 2;
-		uint8_t *no = realloc(b->out, ncap);
-		if (!no) { /* the answers end here; the sender fails the rest (stream closed unanswered) */
-			j->finished = true;
-			j->ack_final = true;
-			return;
+		if (ncap > RCV_BATCH_OUT_MAX)
+			ncap = RCV_BATCH_OUT_MAX; /* (what 257 answers can need at most) */
+		uint8_t *no = ncap - b->out_len >= need ? realloc(b->out, ncap) : NULL;
+		if (!no) {
+			batch_end(j);
+			return false;
 		}
 		b->out = no;
 		b->out_cap = ncap;
@@ -868,6 +873,7 @@ static void batch_put(struct rcv_job *j, uint8_t verdict, uint8_t status, const 
 	}
 	j->ack_ready = true;
 	net_dp_stream_resume(&j->l->dp, j->sid);
+	return true;
 }
 
 /* The entry at hand fails: HAVE with the error (its data is not to come), and it is reported. */
@@ -886,42 +892,39 @@ static void batch_end(struct rcv_job *j)
 	net_dp_stream_resume(&j->l->dp, j->sid);
 }
 
+/* The entry that just ended (a regular file's metadata, or a symlink's and its target): answered. */
 static void batch_entry(struct rcv_job *j)
 {
 	struct receiver *r = j->r;
 	struct rcv_batch *b = j->batch;
 	const struct net_stream_meta *m = &b->dec.meta;
-	char msg[NET_STREAM_MAX_ACK_MSG], qb[IO_QUOTE_MAX];
+	char msg[NET_STREAM_MAX_ACK_MSG];
 	struct qs_err e = {0};
 
-	if (++b->n > NET_STREAM_BATCH_MAX) {
-		snprintf(msg, sizeof(msg), "bad stream from sender: more than %d entries in one batch",
-		         NET_STREAM_BATCH_MAX);
-		batch_refuse(j, NET_STREAM_EPROTO, msg);
-		batch_end(j);
-		return;
-	}
-	if (m->flags != NET_STREAM_F_ASK) {
-		snprintf(msg, sizeof(msg),
-		         "bad stream from sender: \"%s\" in a batch is not a file that asks",
-		         io_path_quote(m->path, m->path_len, qb, sizeof(qb)));
-		batch_refuse(j, NET_STREAM_EPROTO, msg);
-	} else {
-		int rc = io_path_check(m->path, m->path_len, &e);
-		if (rc == 0)
-			rc = look_unchanged(j->l, m->path, m, &e);
-		if (rc < 0) {
-			snprintf(msg, sizeof(msg), "%s", e.msg);
-			batch_refuse(j, NET_STREAM_EBADPATH, msg);
-		} else if (rc == 0) {
-			batch_put(j, NET_STREAM_VERDICT_SEND, 0, NULL);
+	uint8_t status = NET_STREAM_EBADPATH; /* (if it fails) */
+	int rc = io_path_check(m->path, m->path_len, &e);
+	if (rc == 0 && (m->flags & NET_STREAM_F_SYMLINK)) {
+		if (memchr(b->link, '\0', m->size)) {
+			rc = qs_err_set(&e, -EINVAL, "symlink target contains a NUL byte");
+			status = NET_STREAM_EPROTO;
 		} else {
-			atomic_fetch_add_explicit(&r->ok, 1, memory_order_relaxed);
-			atomic_fetch_add_explicit(&r->unchanged, 1, memory_order_relaxed);
-			batch_put(j, NET_STREAM_VERDICT_HAVE, NET_STREAM_OK, NULL);
+			struct io_meta want = meta_for(r, m->mode, m->mtime_ns, m->uid, m->gid);
+			b->link[m->size] = '\0';
+			rc = io_link_unchanged_dc(j->l->dc, m->path, b->link, m->size, &want, &e);
 		}
+	} else if (rc == 0) {
+		rc = look_unchanged(j->l, m->path, m, &e);
 	}
-	net_stream_dec_init(&b->dec); /* the next entry */
+	if (rc < 0) {
+		snprintf(msg, sizeof(msg), "%s", e.msg);
+		batch_refuse(j, status, msg);
+	} else if (rc == 0) {
+		batch_put(j, NET_STREAM_VERDICT_SEND, 0, NULL);
+	} else if (batch_put(j, NET_STREAM_VERDICT_HAVE, NET_STREAM_OK, NULL)) {
+		atomic_fetch_add_explicit(&r->ok, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&r->unchanged, 1, memory_order_relaxed);
+	}
+	net_stream_dec_init_batch_entry(&b->dec); /* the next entry */
 }
 
 /* Bytes of a batch: entries are read and answered one by one; the batch ends at its FIN, which must
@@ -944,15 +947,25 @@ static void batch_feed(struct rcv_job *j, const uint8_t *data, size_t len, int f
 		}
 		data += used;
 		len -= (size_t)used;
-		if (ev.kind == NET_STREAM_EV_META) {
-			batch_entry(j);
-		} else if (ev.kind == NET_STREAM_EV_BATCH) {
-			batch_refuse(j, NET_STREAM_EPROTO, "bad stream from sender: a batch inside a batch");
+		const struct net_stream_meta *m = &b->dec.meta;
+		if (ev.kind == NET_STREAM_EV_META && ++b->n > NET_STREAM_BATCH_MAX) {
+			snprintf(msg, sizeof(msg),
+			         "bad stream from sender: more than %d entries in one batch",
+			         NET_STREAM_BATCH_MAX);
+			batch_refuse(j, NET_STREAM_EPROTO, msg);
 			batch_end(j);
+			return;
+		}
+		if (ev.kind == NET_STREAM_EV_META && !(m->flags & NET_STREAM_F_SYMLINK)) {
+			batch_entry(j);
+		} else if (ev.kind == NET_STREAM_EV_DATA) { /* (the decoder keeps it within size) */
+			memcpy(b->link + ev.offset, ev.data, ev.len);
+			if (ev.offset + ev.len == m->size)
+				batch_entry(j);
 		}
 	}
 	if (fin && !j->finished) {
-		if (b->dec.have)
+		if (!net_stream_dec_idle(&b->dec))
 			batch_refuse(j, NET_STREAM_ETRUNC,
 			             "truncated stream from sender: a batch ended inside an entry");
 		else if (b->n == 0)
@@ -965,10 +978,11 @@ static void batch_begin(struct rcv_job *j, const uint8_t *data, size_t len, int 
 {
 	j->batch = calloc(1, sizeof(*j->batch));
 	if (!j->batch) {
+		j->ask = true; /* (the answer to its first question, HAVE, goes before the error ack) */
 		job_fail(j, NET_STREAM_EIO, "out of memory for a batch");
 		return;
 	}
-	net_stream_dec_init(&j->batch->dec);
+	net_stream_dec_init_batch_entry(&j->batch->dec);
 	if (j->r->single_file) {
 		batch_refuse(j, NET_STREAM_EPROTO,
 		             "bad stream from sender: a single-file destination takes one file, not a batch");
@@ -1066,8 +1080,10 @@ static ssize_t rcv_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t
 		memcpy(buf, src + j->ack_off, k);
 	j->ack_off += k;
 	if (j->ack_off == len) {
-		j->ack_ready = false; /* (until the ack, after a SEND verdict) */
+		j->ack_ready = false; /* (until the ack, after a SEND verdict; a batch's next answer) */
 		*fin = j->ack_final;
+		if (j->batch)
+			j->batch->out_len = j->ack_off = 0; /* all out: its buffer starts over */
 	}
 	return (ssize_t)k;
 }

@@ -71,6 +71,7 @@ struct snd_batch {
 	size_t ans_len;
 	char msg[NET_STREAM_MAX_ACK_MSG + 1];  /* our reason for giving up on the stream */
 	char last[NET_STREAM_MAX_ACK_MSG + 1]; /* the receiver's last refusal */
+	bool ended;                            /* the receiver ended its side with questions unanswered */
 };
 
 static void job_free(struct snd_job *j);
@@ -742,9 +743,9 @@ static void job_free(struct snd_job *j)
 	free(j);
 }
 
-/* e's header and metadata as the wire has them (ask: with the ASK flag). Returns the length or a
- * negative errno. */
-static ssize_t encode_meta(const struct snd_entry *e, bool ask, uint8_t *buf, size_t cap)
+/* e's header and metadata as the wire has them (ask: with the ASK flag; batch: as an entry of a
+ * batch). Returns the length or a negative errno. */
+static ssize_t encode_meta(const struct snd_entry *e, bool ask, bool batch, uint8_t *buf, size_t cap)
 {
 	struct net_stream_meta *m = malloc(sizeof(*m));
 	if (!m)
@@ -768,7 +769,7 @@ static ssize_t encode_meta(const struct snd_entry *e, bool ask, uint8_t *buf, si
 	m->mode = e->st.st_mode;
 	m->uid = e->st.st_uid;
 	m->gid = e->st.st_gid;
-	ssize_t n = net_stream_meta_encode(m, buf, cap);
+	ssize_t n = batch ? net_stream_batch_entry_encode(m, buf, cap) : net_stream_meta_encode(m, buf, cap);
 	free(m);
 	return n;
 }
@@ -788,7 +789,7 @@ static int job_new(struct snd_lane *l, struct snd_entry *e, struct snd_job **out
 	}
 	XXH3_64bits_reset(j->hash);
 	j->ask = l->s->ask && !(e->flags & (NET_STREAM_F_DIR | NET_STREAM_F_SYMLINK)) && !e->asked;
-	ssize_t n = encode_meta(e, j->ask, j->hdr, sizeof(j->hdr));
+	ssize_t n = encode_meta(e, j->ask, false, j->hdr, sizeof(j->hdr));
 	if (n < 0) {
 		XXH3_freeState(j->hash);
 		free(j);
@@ -854,13 +855,15 @@ void sender_lane_ring_free(struct snd_lane *l)
 
 /* ---- batches of questions ---- */
 
-/* A small regular file that would ask on a stream of its own asks in a batch instead. Ranges ask one
- * by one (a HAVE for one settles the file), a single-file destination takes no batch. */
+/* A small regular file that would ask on a stream of its own asks in a batch instead, and so does a
+ * symlink (with its target: the receiver compares it). Ranges ask one by one (a HAVE for one settles
+ * the file), a single-file destination takes no batch. */
 static bool batchable(const struct snd_lane *l, const struct snd_entry *e)
 {
 	const struct sender *s = l->s;
-	return s->ask && s->ask_batch && !s->single_file && !e->big && !e->asked && e->flags == 0 &&
-	       S_ISREG(e->st.st_mode);
+	if (!s->ask || !s->ask_batch || s->single_file || e->big || e->asked)
+		return false;
+	return (e->flags == 0 && S_ISREG(e->st.st_mode)) || (e->flags == NET_STREAM_F_SYMLINK && e->link);
 }
 
 static void batch_free(struct snd_batch *b)
@@ -882,7 +885,7 @@ static int batch_add(struct snd_lane *l, struct snd_entry *e)
 		b->sid = -1;
 		l->batch = b;
 	}
-	size_t need = (b->out_len ? 0 : NET_STREAM_HDR_LEN) + NET_STREAM_MAX_META;
+	size_t need = (b->out_len ? 0 : NET_STREAM_HDR_LEN) + NET_STREAM_MAX_META + NET_STREAM_MAX_PATH;
 	if (b->out_cap - b->out_len < need) {
 		size_t ncap = b->out_cap ? b->out_cap * 2 : 16384;
 		while (ncap - b->out_len < need)
@@ -897,21 +900,30 @@ static int batch_add(struct snd_lane *l, struct snd_entry *e)
 		net_stream_batch_encode(b->out);
 		b->out_len = NET_STREAM_HDR_LEN;
 	}
-	ssize_t n = encode_meta(e, true, b->out + b->out_len, b->out_cap - b->out_len);
+	ssize_t n = encode_meta(e, true, true, b->out + b->out_len, b->out_cap - b->out_len);
 	if (n < 0)
 		return (int)n;
 	b->out_len += (size_t)n;
+	if (e->flags & NET_STREAM_F_SYMLINK) { /* its target, to be compared */
+		memcpy(b->out + b->out_len, e->link, entry_size(e));
+		b->out_len += entry_size(e);
+	}
 	b->e[b->n++] = e;
 	return b->n == NET_STREAM_BATCH_MAX;
 }
 
-/* Opens the stream of l's batch, if it has one. The peer's limit (-EAGAIN) puts its entries back. */
+/* Opens the stream of l's batch, if it has one. Returns 0, 1 when the peer's limit (-EAGAIN) put its
+ * entries back (the lane is to stop taking work until a stream closes), or a negative errno. */
 static int batch_flush(struct snd_lane *l, struct qs_err *err)
 {
 	struct snd_batch *b = l->batch;
 	if (!b)
 		return 0;
 	l->batch = NULL;
+	if (b->n == 0) { /* (its first entry could not be added) */
+		batch_free(b);
+		return 0;
+	}
 	int rc = net_dp_stream_open(&l->dp, b, &b->sid);
 	if (rc < 0) {
 		int lost = 0;
@@ -924,7 +936,7 @@ static int batch_flush(struct snd_lane *l, struct qs_err *err)
 		if (lost)
 			return qs_err_set(err, lost, "out of memory");
 		if (rc == -EAGAIN)
-			return 0;
+			return 1;
 		return qs_err_set(err, rc, "cannot open a stream: %s", strerror(-rc));
 	}
 	l->in_flight++;
@@ -967,14 +979,17 @@ int sender_pump(struct snd_lane *l, struct qs_err *err)
 		if (batchable(l, e)) {
 			rc = batch_add(l, e);
 			if (rc < 0) {
-				again ? requeue(s, e, true) : give(l, e);
-				rc = qs_err_set(err, rc, "out of memory");
+				if (again ? !requeue(s, e, true) : give(l, e) < 0)
+					entry_free(e); /* (out of memory: the transfer fails) */
+				rc = qs_err_set(err, rc, "cannot ask about %s: %s", e->rel, strerror(-rc));
 				break;
 			}
 			if (again)
 				add(&l->c.files_resent, 1);
-			if (rc == 1 && (rc = batch_flush(l, err)) < 0)
+			if (rc == 1 && (rc = batch_flush(l, err)) != 0) {
+				rc = rc < 0 ? rc : 0; /* (1: at the peer's limit, the entries are back) */
 				break;
+			}
 			continue;
 		}
 		struct snd_job *j = NULL;
@@ -1012,8 +1027,9 @@ int sender_pump(struct snd_lane *l, struct qs_err *err)
 			add(&l->c.streams_sent_ssh, 1);
 	}
 	/* what has gathered goes now: nothing more to ask with it for the moment */
-	int frc = batch_flush(l, err);
-	return rc < 0 ? rc : frc;
+	struct qs_err ferr = {0};
+	int frc = batch_flush(l, rc < 0 ? &ferr : err); /* (the first error is the one to tell) */
+	return rc < 0 ? rc : frc < 0 ? frc : 0;
 }
 
 void sender_stats(struct snd_lane *const *lanes, size_t n, struct sender *s, struct engine_stats *st)
@@ -1091,7 +1107,7 @@ static ssize_t batch_fill(struct snd_batch *b, uint8_t *buf, size_t cap, int *fi
 
 /* The answers, in the order of the questions: SEND puts the entry back to be sent (without asking
  * again), HAVE and an OK ack settles it as unchanged, HAVE and an error fails it. */
-static int batch_recv(struct snd_batch *b, const uint8_t *data, size_t len)
+static int batch_recv(struct snd_batch *b, const uint8_t *data, size_t len, int fin)
 {
 	struct snd_lane *l = b->l;
 	struct sender *s = l->s;
@@ -1160,6 +1176,8 @@ static int batch_recv(struct snd_batch *b, const uint8_t *data, size_t len)
 		memmove(b->ans, b->ans + at, b->ans_len - at);
 		b->ans_len -= at;
 	}
+	if (fin && b->answered < b->n)
+		b->ended = true;
 	return 0;
 }
 
@@ -1171,13 +1189,15 @@ static void batch_closed(struct snd_batch *b, uint64_t app_error)
 	struct sender *s = l->s;
 	for (uint32_t i = b->answered; i < b->n; i++) {
 		struct snd_entry *e = b->e[i];
-		if (app_error == NET_DP_GONE && !b->msg[0] && !b->last[0] && requeue(s, e, true))
+		if (app_error == NET_DP_GONE && !b->msg[0] && !b->ended && requeue(s, e, true))
 			continue; /* (still to be done: remaining keeps it) */
 		char m[NET_STREAM_MAX_ACK_MSG + 64];
 		if (b->msg[0])
 			snprintf(m, sizeof(m), "%s", b->msg);
-		else if (b->last[0])
+		else if (b->ended && b->last[0])
 			snprintf(m, sizeof(m), "not answered: the receiver ended the batch (%s)", b->last);
+		else if (b->ended)
+			snprintf(m, sizeof(m), "not answered: the receiver ended the batch");
 		else
 			snprintf(m, sizeof(m), "stream closed before the receiver answered (code %llu)",
 			         (unsigned long long)app_error);
@@ -1337,7 +1357,7 @@ static ssize_t snd_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t
 static int snd_recv(void *ctx, int64_t sid, void **user, const uint8_t *data, size_t len, int fin)
 {
 	if (is_batch(*user))
-		return batch_recv(*user, data, len);
+		return batch_recv(*user, data, len, fin);
 	struct snd_job *j = *user;
 	if (!j)
 		return -EPROTO; /* the receiver never opens streams toward the sender */

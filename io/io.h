@@ -133,6 +133,12 @@ int io_wfile_commit(struct io_wfile *w, const struct io_meta *meta, bool do_fsyn
 int io_unchanged_dc(struct io_dircache *dc, const char *rel, uint64_t size, int64_t mtime_ns,
                     const struct io_meta *fix, struct qs_err *err);
 
+/* The quick check of a symlink: is rel (beneath dc's root) already a symlink to exactly target (and,
+ * where want asks for them, with its mtime and owner)? Returns 1 when it is, 0 when it must be sent, or
+ * a negative errno with err for a path that cannot be looked at. Nothing is changed. */
+int io_link_unchanged_dc(struct io_dircache *dc, const char *rel, const char *target, size_t target_len,
+                         const struct io_meta *want, struct qs_err *err);
+
 /* Drops the file and closes everything; the final name is untouched. Safe to call twice. */
 void io_wfile_abort(struct io_wfile *w);
 

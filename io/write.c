@@ -593,3 +593,31 @@ out:
 	io_dircache_put(dc, &ref);
 	return rc;
 }
+
+int io_link_unchanged_dc(struct io_dircache *dc, const char *rel, const char *target, size_t target_len,
+                         const struct io_meta *want, struct qs_err *err)
+{
+	const char *base;
+	struct io_dirref ref;
+	struct stat st;
+	char now[IO_LINK_MAX + 1];
+	int rc = io_dircache_parent(dc, rel, &base, &ref, err);
+	if (rc < 0)
+		return rc;
+	rc = 0;
+	if (target_len > IO_LINK_MAX || fstatat(ref.fd, base, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    !S_ISLNK(st.st_mode) || (uint64_t)st.st_size != target_len)
+		goto out;
+	if (want && want->set_mtime &&
+	    (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec != want->mtime_ns)
+		goto out;
+	if (want && want->set_owner &&
+	    ((want->uid != (uint32_t)-1 && st.st_uid != want->uid) ||
+	     (want->gid != (uint32_t)-1 && st.st_gid != want->gid)))
+		goto out;
+	ssize_t n = readlinkat(ref.fd, base, now, sizeof(now));
+	rc = n == (ssize_t)target_len && memcmp(now, target, target_len) == 0;
+out:
+	io_dircache_put(dc, &ref);
+	return rc;
+}

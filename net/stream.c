@@ -263,9 +263,28 @@ static void escape_path(const uint8_t *p, size_t n, char *out, size_t cap)
 
 /* ---- encoders ---- */
 
-/* Framing rules shared by the encoder and the decoder; returns 0 or the errno and a reason. */
-static int check_flags_size(uint32_t flags, uint64_t size, const char **why)
+/* The flags a batch's entry may have: a regular file or a symlink that asks. */
+static int check_batch_flags(uint32_t flags, const char **why)
 {
+	if (flags == NET_STREAM_F_ASK || flags == (NET_STREAM_F_ASK | NET_STREAM_F_SYMLINK))
+		return 0;
+	*why = flags == NET_STREAM_F_BATCH ? "a batch inside a batch"
+	                                   : "a batch holds only regular files and symlinks that ask";
+	return -EPROTO;
+}
+
+/* Framing rules shared by the encoder and the decoder; returns 0 or the errno and a reason. */
+static int check_flags_size(uint32_t flags, uint64_t size, bool batch_entry, const char **why)
+{
+	if (batch_entry) {
+		if (check_batch_flags(flags, why))
+			return -EPROTO;
+		if ((flags & NET_STREAM_F_SYMLINK) && (size == 0 || size > SYMLINK_MAX)) {
+			*why = "symlink target size outside 1..4096";
+			return -EPROTO;
+		}
+		return 0;
+	}
 	if ((flags & NET_STREAM_F_DIR) && (flags & NET_STREAM_F_SYMLINK)) {
 		*why = "both DIR and SYMLINK flags set";
 		return -EPROTO;
@@ -338,7 +357,7 @@ static int check_flags_path(uint32_t flags, uint64_t path_len, const char **why)
 	return 0;
 }
 
-ssize_t net_stream_meta_encode(const struct net_stream_meta *m, uint8_t *buf, size_t cap)
+static ssize_t meta_encode(const struct net_stream_meta *m, bool batch_entry, uint8_t *buf, size_t cap)
 {
 	struct wr w = {buf, cap, 0, false};
 	const char *why;
@@ -350,8 +369,8 @@ ssize_t net_stream_meta_encode(const struct net_stream_meta *m, uint8_t *buf, si
 	if (memchr(m->path, '\0', m->path_len))
 		return -EINVAL;
 	/* never produce what the decoder rejects */
-	if (check_flags_path(m->flags, m->path_len, &why) || check_flags_size(m->flags, m->size, &why) ||
-	    check_range(m, &why))
+	if (check_flags_path(m->flags, m->path_len, &why) ||
+	    check_flags_size(m->flags, m->size, batch_entry, &why) || check_range(m, &why))
 		return -EINVAL;
 
 	put_u32(&w, m->file_id);
@@ -374,6 +393,16 @@ ssize_t net_stream_meta_encode(const struct net_stream_meta *m, uint8_t *buf, si
 	return (ssize_t)w.len;
 }
 
+ssize_t net_stream_meta_encode(const struct net_stream_meta *m, uint8_t *buf, size_t cap)
+{
+	return meta_encode(m, false, buf, cap);
+}
+
+ssize_t net_stream_batch_entry_encode(const struct net_stream_meta *m, uint8_t *buf, size_t cap)
+{
+	return meta_encode(m, true, buf, cap);
+}
+
 void net_stream_batch_encode(uint8_t out[NET_STREAM_HDR_LEN])
 {
 	struct wr w = {out, NET_STREAM_HDR_LEN, 0, false};
@@ -394,7 +423,19 @@ void net_stream_dec_init(struct net_stream_dec *d)
 	d->state = ST_META;
 	d->have = 0;
 	d->data_done = 0;
+	d->batch_entry = false;
 	memset(&d->meta, 0, sizeof(d->meta));
+}
+
+void net_stream_dec_init_batch_entry(struct net_stream_dec *d)
+{
+	net_stream_dec_init(d);
+	d->batch_entry = true;
+}
+
+bool net_stream_dec_idle(const struct net_stream_dec *d)
+{
+	return d->state == ST_META && d->have == 0;
 }
 
 static int64_t u64_to_i64(uint64_t u)
@@ -435,6 +476,10 @@ static int meta_need(struct net_stream_dec *d, size_t *need, bool *complete, str
 		*need = HDR_LEN;
 		return 0;
 	}
+	if (d->batch_entry && check_batch_flags(flags, &why))
+		return dec_fail(d, err, -EPROTO, why);
+	if (flags == NET_STREAM_F_BATCH && d->meta.file_id != 0)
+		return dec_fail(d, err, -EPROTO, "a batch's header has a file_id other than 0");
 	if (flags == NET_STREAM_F_BATCH) { /* the header is all of it */
 		d->meta.flags = flags;
 		*need = HDR_LEN;
@@ -493,7 +538,7 @@ static int meta_parse(struct net_stream_dec *d, struct qs_err *err)
 	m->mtime_ns = u64_to_i64(mtime);
 	if (memchr(m->path, '\0', m->path_len))
 		return dec_fail(d, err, -EINVAL, "NUL byte inside the path");
-	rc = check_flags_size(m->flags, m->size, &why);
+	rc = check_flags_size(m->flags, m->size, d->batch_entry, &why);
 	if (rc == 0)
 		rc = check_range(m, &why);
 	if (rc)
@@ -541,7 +586,10 @@ ssize_t net_stream_dec_feed(struct net_stream_dec *d, const uint8_t *p, size_t n
 		if (rc < 0)
 			return rc;
 		d->have = 0;
-		d->state = d->meta.size ? ST_DATA : ST_TRAILER;
+		if (d->batch_entry) /* a symlink's target follows; a file's data does not */
+			d->state = (d->meta.flags & NET_STREAM_F_SYMLINK) ? ST_DATA : ST_END;
+		else
+			d->state = d->meta.size ? ST_DATA : ST_TRAILER;
 		ev->kind = NET_STREAM_EV_META;
 		return (ssize_t)used;
 
@@ -556,7 +604,7 @@ ssize_t net_stream_dec_feed(struct net_stream_dec *d, const uint8_t *p, size_t n
 		ev->offset = d->data_done;
 		d->data_done += take;
 		if (d->data_done == d->meta.size)
-			d->state = ST_TRAILER;
+			d->state = d->batch_entry ? ST_END : ST_TRAILER; /* (a batch's entries have none) */
 		return (ssize_t)take;
 
 	case ST_TRAILER: {

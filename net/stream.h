@@ -30,10 +30,11 @@
 #define NET_STREAM_F_KNOWN                                                                                   \
 	(NET_STREAM_F_DIR | NET_STREAM_F_SYMLINK | NET_STREAM_F_ROOT | NET_STREAM_F_RANGE | NET_STREAM_F_ASK)
 /* A batch of questions (capability "ask-batch"): a header of file_id 0 and exactly this flag, then up
- * to NET_STREAM_BATCH_MAX entries, each a header and metadata of a regular file with exactly the ASK
- * flag and no data, then FIN. The receiver answers each entry in order: SEND alone (the sender sends
- * it again on a stream of its own, without ASK), or HAVE and an ack (the destination has it; an error
- * ack fails the entry). A batch that cannot be read on ends after the answer to the entry at hand. */
+ * to NET_STREAM_BATCH_MAX entries, then FIN. An entry is a header and metadata with flags exactly ASK
+ * (a regular file: nothing follows) or ASK|SYMLINK (its target follows, size bytes); no trailer. The
+ * receiver answers each entry in order: SEND alone (the sender sends it again on a stream of its own,
+ * without ASK), or HAVE and an ack (the destination has it; an error ack fails the entry). A batch that
+ * cannot be read on ends after the answer to the entry at hand. */
 #define NET_STREAM_F_BATCH   (1u << 5)
 #define NET_STREAM_BATCH_MAX 256
 #define NET_STREAM_HDR_LEN   8 /* u32 file_id, u32 flags */
@@ -78,6 +79,10 @@ struct net_stream_meta {
  * unknown flag) or -ENOSPC. */
 ssize_t net_stream_meta_encode(const struct net_stream_meta *m, uint8_t *buf, size_t cap);
 
+/* Encodes the header and metadata of a batch's entry (flags ASK, or ASK|SYMLINK: the target is the
+ * caller's to append). Returns the length, or -EINVAL for anything a batch may not hold, -ENOSPC. */
+ssize_t net_stream_batch_entry_encode(const struct net_stream_meta *m, uint8_t *buf, size_t cap);
+
 /* Encodes a batch's header (NET_STREAM_HDR_LEN bytes). */
 void net_stream_batch_encode(uint8_t out[NET_STREAM_HDR_LEN]);
 
@@ -106,10 +111,18 @@ struct net_stream_dec {
 	size_t have;                      /* bytes gathered in buf for the current part */
 	uint8_t buf[NET_STREAM_MAX_META]; /* header+meta being gathered */
 	uint64_t data_done;
+	bool batch_entry; /* decoding an entry of a batch (net_stream_dec_init_batch_entry) */
 	struct net_stream_meta meta;
 };
 
 void net_stream_dec_init(struct net_stream_dec *d);
+
+/* For one entry of a batch: only the flags a batch allows; META, then for a symlink DATA (its target),
+ * and the entry is complete (no trailer, no END event). */
+void net_stream_dec_init_batch_entry(struct net_stream_dec *d);
+
+/* True when the decoder has not read a byte of its entry yet. */
+bool net_stream_dec_idle(const struct net_stream_dec *d);
 
 /* Feeds bytes. Returns how many were consumed (>= 0; may be < n: call again with the rest) and sets
  * *ev; or a negative errno: -EPROTO malformed (unknown flag, bad varint, bytes after the trailer),

@@ -209,13 +209,17 @@ check test -z "$(find "$work/ask" -name '.*.qs.*' -print -quit)"
 # single-file destination takes no batch.
 mkdir -p "$work/batch/d"
 ln -s "$work/outside" "$work/batch/link"
+ln -s tgt "$work/batch/lk"
+ln -s other "$work/batch/lk2"
+touch -h -d @1600000000 "$work/batch/lk" "$work/batch/lk2"
 printf 'abcdefghij' >"$work/batch/same.txt"
 printf 'abc' >"$work/batch/other.txt"
 chmod 0644 "$work/batch/"*.txt
 touch -d @1600000000 "$work/batch/same.txt" "$work/batch/other.txt"
 "$QS_PROBE" -e "$QS_RSH" "$me@127.0.0.1" "$QSYNC_BIN" send "$work/batch" \
 	"bok:same.txt" "bok:other.txt" "bok:d/new.txt" "bok:../escape" "bok:link/x" "bplain:p.txt" \
-	"bmany:m" "bnest:n.txt" "bempty:" "btrunc:t.txt" >"$work/batch.out" 2>"$work/batch.err" || true
+	"bmany:m" "bnest:n.txt" "bempty:" "btrunc:t.txt" "bsym:lk" "bsym:lk2" "bsym:same.txt" "bsym:nolk" \
+	"bsym:../up" "bsymnul:z" >"$work/batch.out" 2>"$work/batch.err" || true
 cat "$work/batch.out"
 bans() { awk -v k="$1" -v p="$2" '$1=="case" && $2==k && $3==p {for (i=4;i<=NF;i++) if ($i ~ /^answers=/) {sub("answers=","",$i); print $i}}' "$work/batch.out"; }
 bst() { awk -v k="$1" -v p="$2" '$1=="case" && $2==k && $3==p {sub("status=","",$4); print $4}' "$work/batch.out"; }
@@ -237,8 +241,18 @@ check grep -q '^case bnest n.txt status=4 .*a batch inside a batch' "$work/batch
 check grep -q '^case bempty  status=4 .*an empty batch' "$work/batch.out"
 check test "$(bans btrunc t.txt)" = S0,H0,E1
 check test "$(bst btrunc t.txt)" = 3
+check test "$(bans bsym lk)" = S0,H1,E0                  # the same target (and mtime): unchanged
+check test "$(bans bsym lk2)" = S1,H0,E0                 # another target
+check test "$(readlink "$work/batch/lk2")" = other        # (SEND: nothing is changed here)
+check test "$(bans bsym same.txt)" = S1,H0,E0            # a regular file where the link belongs
+check test "$(bans bsym nolk)" = S1,H0,E0
+check test "$(bans bsym ../up)" = S0,H0,E1
+check test "$(bst bsym ../up)" = 1
+check test "$(bans bsymnul z)" = S0,H0,E1
+check grep -q '^case bsymnul z status=4 .*NUL' "$work/batch.out"
 check grep -q 'exit-status 23' "$work/batch.out"
 check test ! -e "$work/escape"
+check test ! -e "$work/up"
 check test "$(find "$work/batch" -type f | wc -l)" = 2     # nothing written by a batch
 check test -z "$(ls -A "$work/outside")"
 "$QS_PROBE" -e "$QS_RSH" "$me@127.0.0.1" "$QSYNC_BIN" send1 "$work/batch/same.txt" "bok:same.txt" \

@@ -6,8 +6,9 @@
 #     and the summary names the SSH path and the reason;
 #  3. UDP dropped in the middle of a transfer (the nft rule inserted while a large file moves, the link
 #     held to 100 Mbit/s by tbf so there is time): the transfer completes over SSH, trees identical, and
-#     the files QUIC had already confirmed were not sent again (counted from --json).
-# Namespaces and rules are removed at exit, also on failure. Cases 2 and 3 need root.
+#     the files QUIC had already confirmed were not sent again (counted from --json);
+#  4. a re-sync whose batches of questions are cut off with QUIC: asked again over SSH.
+# Namespaces and rules are removed at exit, also on failure. Cases 2 to 4 need root.
 set -euo pipefail
 source "$QS_FIXTURES/sshd.sh"
 source "$QS_FIXTURES/tree.sh"
@@ -124,6 +125,42 @@ check test "$ssh" -ge 1
 check test $((quic + ssh)) = "$total"
 check test "$(field files_done "$work/3.json")" = "$(field files_discovered "$work/3.json")"
 check test -z "$(find "$work/dst3" -name '.*.qs.*' -print -quit)"
+sshd_stop
+qs_net_down
+
+# ---- 4. A re-sync whose questions are cut off: UDP into B stops after its first 48 KB (the handshake
+#         and some of the batches of questions get through), so batches wait unanswered when QUIC goes
+#         silent; they are asked again over SSH, and the unchanged tree stays as it is
+mkdir -p "$work/many"
+for d in $(seq 1 20); do
+	mkdir "$work/many/d$d"
+	for f in $(seq 1 150); do echo "$d.$f" >"$work/many/d$d/f$f"; done
+done
+qs_net_up lan
+SSHD_NETNS=$QS_NS_B SSHD_LISTEN_ADDR=$QS_IP_B sshd_start
+qs_in_a "$QSYNC_BIN" -a -q -e "$QS_RSH" --remote-path "$QSYNC_BIN" "$work/many/" "$me@$QS_IP_B:$work/dst4/"
+qs_in_b nft -f - <<'NFT'
+table inet qs_quota {
+	chain input {
+		type filter hook input priority 0; policy accept;
+		meta l4proto udp quota over 48 kbytes drop
+	}
+}
+NFT
+set +e
+qs_in_a "$QSYNC_BIN" -a --json --quic-idle 1.5 -e "$QS_RSH" --remote-path "$QSYNC_BIN" \
+	"$work/many/" "$me@$QS_IP_B:$work/dst4/" >"$work/4.json" 2>"$work/4.err"
+rc=$?
+set -e
+tail -n 3 "$work/4.err"
+check test "$rc" = 0
+check test "$(field data_path "$work/4.json")" = ssh
+check test "$(field files_unchanged "$work/4.json")" = 3000
+check test "$(field files_failed "$work/4.json")" = 0
+resent=$(field files_resent "$work/4.json")
+echo "asked again over SSH: $resent"
+check test "$resent" -ge 1
+check tree_compare "$work/many" "$work/dst4"
 sshd_stop
 qs_net_down
 exit $fail

@@ -3,6 +3,8 @@
  * copied to its own exact-size allocation so ASan sees any read past it. Then finish is called.
  * Besides crashes it checks the decoder's promises: progress, META once and first, DATA contiguous and
  * inside the input, END last, a decoded META that re-encodes and decodes to itself, and the ack parser.
+ * A first byte of 0xc0 or more decodes one entry of a batch instead (no trailer; only ASK files and
+ * ASK symlinks, the latter with their target as DATA).
  *   clang -fsanitize=fuzzer,address -I. tests/fuzz/fuzz_net_stream.c net/stream.c common/err.c */
 #include "net/stream.h"
 
@@ -22,7 +24,7 @@
 static struct net_stream_dec dec, dec2;
 
 /* A META the decoder accepted must be one the encoder can write, and it must read back the same. */
-static void check_meta(const struct net_stream_meta *m)
+static void check_meta(const struct net_stream_meta *m, bool batch)
 {
 	static uint8_t buf[NET_STREAM_MAX_META];
 	struct net_stream_ev ev;
@@ -34,9 +36,16 @@ static void check_meta(const struct net_stream_meta *m)
 	REQUIRE(strlen(m->path) == m->path_len);
 	REQUIRE(!(m->flags & ~NET_STREAM_F_KNOWN));
 	REQUIRE(!(m->flags & NET_STREAM_F_DIR) || m->size == 0);
-	n = net_stream_meta_encode(m, buf, sizeof(buf));
+	if (batch)
+		REQUIRE(m->flags == NET_STREAM_F_ASK ||
+		        m->flags == (NET_STREAM_F_ASK | NET_STREAM_F_SYMLINK));
+	n = batch ? net_stream_batch_entry_encode(m, buf, sizeof(buf))
+	          : net_stream_meta_encode(m, buf, sizeof(buf));
 	REQUIRE(n > 0);
-	net_stream_dec_init(&dec2);
+	if (batch)
+		net_stream_dec_init_batch_entry(&dec2);
+	else
+		net_stream_dec_init(&dec2);
 	c = net_stream_dec_feed(&dec2, buf, (size_t)n, &ev, &err);
 	REQUIRE(c == n && ev.kind == NET_STREAM_EV_META);
 	REQUIRE(memcmp(&dec2.meta, m, offsetof(struct net_stream_meta, path) + m->path_len) == 0);
@@ -54,6 +63,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size == 0)
 		return 0;
+	bool batch = data[0] >= 0xc0;
 	nsizes = data[0] % (MAX_SIZES + 1);
 	if (nsizes > size - 1)
 		nsizes = size - 1;
@@ -79,7 +89,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			REQUIRE(net_stream_ack_decode(s, (size_t)len, &status, msg, sizeof(msg)) == 0);
 	}
 
-	net_stream_dec_init(&dec);
+	if (batch)
+		net_stream_dec_init_batch_entry(&dec);
+	else
+		net_stream_dec_init(&dec);
 	while (pos < size && rc == 0) {
 		size_t chunk = nsizes ? sizes[turn++ % nsizes] : SIZE_MAX, off = 0;
 		uint8_t *copy;
@@ -104,20 +117,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			case NET_STREAM_EV_META:
 				REQUIRE(metas == 0 && ends == 0);
 				metas++;
-				check_meta(&dec.meta);
+				check_meta(&dec.meta, batch);
 				break;
 			case NET_STREAM_EV_DATA:
 				REQUIRE(metas == 1 && ends == 0);
+				REQUIRE(!batch || (dec.meta.flags & NET_STREAM_F_SYMLINK));
 				REQUIRE(ev.data == copy + off && ev.len == (size_t)c);
 				REQUIRE(ev.offset == data_seen);
 				data_seen += ev.len;
 				REQUIRE(data_seen <= dec.meta.size);
 				break;
 			case NET_STREAM_EV_END:
+				REQUIRE(!batch);
 				REQUIRE(metas == 1 && ends == 0 && data_seen == dec.meta.size);
 				ends++;
 				break;
 			case NET_STREAM_EV_BATCH: /* only as the whole header, and nothing after it */
+				REQUIRE(!batch);
 				REQUIRE(metas == 0 && ends == 0 &&
 				        pos + off + (size_t)c == NET_STREAM_HDR_LEN);
 				metas++;
@@ -133,7 +149,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	{
 		int f = net_stream_dec_finish(&dec, &err);
-		if (rc == 0 && ends == 1)
+		bool whole = batch && metas == 1 &&
+		             (!(dec.meta.flags & NET_STREAM_F_SYMLINK) || data_seen == dec.meta.size);
+		if (rc == 0 && (ends == 1 || whole))
 			REQUIRE(f == 0);
 		else
 			REQUIRE(f < 0 && err.msg[0] != '\0');

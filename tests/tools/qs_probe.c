@@ -14,7 +14,8 @@
  *       verdict (an impatient sender); the verdict is printed as verdict=S|H (- when none came)
  *       a batch of questions (NET_STREAM_F_BATCH, each entry a 10-byte file that asks): bok (one entry,
  *       PATH), bplain (its entry does not ask), bmany (257 entries PATH.0 ..), bnest (a batch header
- *       after the entry), bempty (no entry), btrunc (FIN inside the entry); printed with the answers
+ *       after the entry), bempty (no entry), btrunc (FIN inside the entry), bsym (PATH a symlink to
+ *       "tgt", mtime 1600000000), bsymnul (its target "t\0g"); printed with the answers
  *       counted (answers=S<n>,H<n>,E<n>: SEND, HAVE with OK, HAVE with an error) and the last error
  *   qs_probe ... send1 DEST CASE...    the same, with sync_start asking for a single-file destination
  * Prints one line per case: "case KIND PATH status=N msg=..." and, at the end, "ack_complete ok=N
@@ -147,16 +148,20 @@ static int build_batch(struct pcase *c, uint32_t id)
 	for (int i = 0; i < entries; i++) {
 		memset(m, 0, sizeof(*m));
 		m->file_id = id * 1000u + (uint32_t)i;
+		bool sym = strncmp(c->kind, "bsym", 4) == 0;
 		m->flags = strcmp(c->kind, "bplain") == 0 ? 0 : NET_STREAM_F_ASK;
+		if (sym)
+			m->flags |= NET_STREAM_F_SYMLINK;
 		if (entries > 1)
 			snprintf(m->path, sizeof(m->path), "%.60s.%d", c->path, i);
 		else
 			snprintf(m->path, sizeof(m->path), "%s", c->path);
 		m->path_len = (uint32_t)strlen(m->path);
-		m->size = 10;
-		m->mode = 0100644;
+		m->size = sym ? 3 : 10;
+		m->mode = sym ? 0120777 : 0100644;
 		m->mtime_ns = 1000000000LL * 1600000000;
-		ssize_t n = net_stream_meta_encode(m, c->out + c->out_len, cap - c->out_len);
+		ssize_t n = sym ? net_stream_batch_entry_encode(m, c->out + c->out_len, cap - c->out_len)
+		                : net_stream_meta_encode(m, c->out + c->out_len, cap - c->out_len);
 		if (n < 0) {
 			free(m);
 			return (int)n;
@@ -164,6 +169,10 @@ static int build_batch(struct pcase *c, uint32_t id)
 		if (strcmp(c->kind, "btrunc") == 0)
 			n /= 2;
 		c->out_len += (size_t)n;
+		if (sym) {
+			memcpy(c->out + c->out_len, strcmp(c->kind, "bsymnul") == 0 ? "t\0g" : "tgt", 3);
+			c->out_len += 3;
+		}
 	}
 	free(m);
 	if (strcmp(c->kind, "bnest") == 0) {

@@ -775,6 +775,13 @@ static void test_batch(void)
 	CHECK_EQ(r.metas, 0);
 	CHECK_EQ(r.rc, -EPROTO);
 	result_free(&r);
+	/* a batch header's file_id is 0 */
+	raw_header(buf + 100, 1, NET_STREAM_F_BATCH);
+	decode(buf + 100, 8, CH_BYTE, &r);
+	CHECK_EQ(r.batches, 0);
+	CHECK_EQ(r.rc, -EPROTO);
+	CHECK(strstr(r.err.msg, "file_id other than 0") != NULL);
+	result_free(&r);
 	/* a batch header cut short is a truncated header */
 	decode(buf, 5, CH_WHOLE, &r);
 	CHECK_EQ(r.batches, 0);
@@ -787,6 +794,52 @@ static void test_batch(void)
 	CHECK_EQ(d->meta.file_id, 9);
 	CHECK_EQ(d->meta.flags, NET_STREAM_F_ASK);
 	CHECK(strcmp(d->meta.path, "d/f") == 0);
+	free(d);
+
+	/* an entry of a batch: a file that asks (nothing follows), or a symlink that asks with its
+	 * target; no trailer either way */
+	d = malloc(sizeof(*d));
+	meta_set(&m, 3, NET_STREAM_F_ASK | NET_STREAM_F_SYMLINK, "l", 4);
+	CHECK_EQ(net_stream_meta_encode(&m, buf, sizeof(buf)), -EINVAL); /* not outside a batch */
+	k = net_stream_batch_entry_encode(&m, buf, sizeof(buf));
+	CHECK(k > 0);
+	memcpy(buf + k, "tgt!", 4);
+	net_stream_dec_init_batch_entry(d);
+	CHECK(net_stream_dec_idle(d));
+	CHECK_EQ(net_stream_dec_feed(d, buf, (size_t)k + 4, &ev, &err), k);
+	CHECK_EQ(ev.kind, NET_STREAM_EV_META);
+	CHECK(!net_stream_dec_idle(d));
+	CHECK_EQ(net_stream_dec_feed(d, buf + k, 4, &ev, &err), 4);
+	CHECK_EQ(ev.kind, NET_STREAM_EV_DATA);
+	CHECK(ev.offset == 0 && ev.len == 4 && memcmp(ev.data, "tgt!", 4) == 0);
+	meta_set(&m, 4, NET_STREAM_F_ASK, "f", 1u << 30);
+	k = net_stream_batch_entry_encode(&m, buf, sizeof(buf));
+	CHECK(k > 0);
+	net_stream_dec_init_batch_entry(d);
+	CHECK_EQ(net_stream_dec_feed(d, buf, (size_t)k, &ev, &err), k);
+	CHECK_EQ(ev.kind, NET_STREAM_EV_META);
+	CHECK_EQ(d->meta.size, 1u << 30);
+	/* anything else is refused by the encoder, and by the decoder as soon as the flags are in */
+	{
+		const uint32_t bad[] = {0, NET_STREAM_F_SYMLINK, NET_STREAM_F_DIR,
+		                        NET_STREAM_F_ASK | NET_STREAM_F_RANGE, NET_STREAM_F_BATCH};
+		const char *why[] = {"only regular files and symlinks", "only regular files and symlinks",
+		                     "only regular files and symlinks", "only regular files and symlinks",
+		                     "a batch inside a batch"};
+		for (int i = 0; i < 5; i++) {
+			meta_set(&m, 5, bad[i] == NET_STREAM_F_BATCH ? 0 : bad[i], "x",
+			         bad[i] & NET_STREAM_F_DIR ? 0 : 3);
+			if (bad[i] != NET_STREAM_F_BATCH)
+				CHECK_EQ(net_stream_batch_entry_encode(&m, buf, sizeof(buf)), -EINVAL);
+			raw_header(buf, 5, bad[i]);
+			net_stream_dec_init_batch_entry(d);
+			CHECK_EQ(net_stream_dec_feed(d, buf, 8, &ev, &err), -EPROTO);
+			CHECK(strstr(err.msg, why[i]) != NULL);
+		}
+	}
+	/* a symlink's target of impossible length */
+	meta_set(&m, 6, NET_STREAM_F_ASK | NET_STREAM_F_SYMLINK, "l", NET_STREAM_MAX_PATH + 1);
+	CHECK_EQ(net_stream_batch_entry_encode(&m, buf, sizeof(buf)), -EINVAL);
 	free(d);
 
 	/* the answers: an ack's length, to split HAVE + ack from what follows */
