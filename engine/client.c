@@ -162,6 +162,7 @@ static int hello(struct client *cl, struct qs_err *err)
 	cl->peer_max_streams = m->u.hello.max_streams;
 	cl->quick_check = (m->u.hello.caps & NET_CAP_QUICK_CHECK) && !cl->o->ignore_times;
 	cl->snd.ask_batch = cl->quick_check && (m->u.hello.caps & NET_CAP_ASK_BATCH);
+	cl->snd.bundle = m->u.hello.caps & NET_CAP_BUNDLE;
 	return ENGINE_EXIT_OK;
 }
 

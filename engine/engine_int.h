@@ -97,6 +97,7 @@ struct snd_entry {
 	uint64_t range_off, range_len;
 	uint32_t range_idx;
 	bool asked;      /* a batch's answer was SEND: it goes without asking again */
+	bool solo;       /* goes on a stream of its own (a bundle it was in failed under it) */
 	const char *rel; /* path on the wire ("" for the root) */
 	char buf[];      /* rel, when the entry holds it itself */
 };
@@ -136,6 +137,7 @@ struct sender {
 	size_t max_in_flight; /* streams in flight over all lanes (descriptors, the peer's limit) */
 	bool ask;             /* quick check against a destination that was there: regular files ASK */
 	bool ask_batch;       /* ... and the peer reads batches: small files ask many to a stream */
+	bool bundle;          /* the peer reads bundles: small files go many to a stream */
 };
 
 /* Counters of one lane: written by the lane's thread only (relaxed atomics), summed by the control
@@ -149,6 +151,7 @@ struct snd_counters {
 struct sched_worker;
 struct snd_job;
 struct snd_batch;
+struct snd_bundle;
 
 #define SND_RING_MIN  (1u << 20)   /* files this large are read ahead on the lane's ring */
 #define SND_RBUF_SIZE (256u << 10) /* a read-ahead buffer */
@@ -179,6 +182,8 @@ struct snd_lane {
 	/* Small files that ask (the quick check, with a peer that reads batches), gathered to ask on one
 	 * stream together: a slot of max_in_flight is kept for it while it fills. */
 	struct snd_batch *batch;
+	struct snd_bundle *bundle; /* small entries gathered to go on one stream, whole (likewise) */
+	size_t bundled;            /* entries in this lane's bundles, not yet acked */
 	atomic_uint_fast64_t streams_opened; /* sync_complete sums them over the data path's lanes (relaxed:
 	                                        written by the lane, read by the control thread) */
 	struct snd_counters c;

@@ -55,7 +55,9 @@ struct rcv_job {
 /* A batch of questions: every entry is answered in order, into out (sent from j->ack_off on). Its size
  * is bounded by the entries a batch may hold, each answer at most a verdict and an ack. */
 struct rcv_batch {
-	struct net_stream_dec dec;          /* the entry being read */
+	bool bundle;                        /* a bundle of whole entries: each answer is an entry's ack */
+	struct rcv_job *cur;                /* (bundle) the entry being received, a job of its own */
+	struct net_stream_dec dec;          /* (batch) the entry being read */
 	char link[NET_STREAM_MAX_PATH + 1]; /* a symlink entry's target, as it arrives */
 	uint32_t n;                         /* entries read */
 	uint8_t *out;
@@ -848,10 +850,9 @@ static void batch_end(struct rcv_job *j);
 
 /* One answer: a verdict, and for HAVE the ack. False when there is no room for it (out of memory: the
  * batch ends here, and the sender fails what is left unanswered). */
-static bool batch_put(struct rcv_job *j, uint8_t verdict, uint8_t status, const char *msg)
+static bool batch_room(struct rcv_job *j, size_t need)
 {
 	struct rcv_batch *b = j->batch;
-	size_t need = 1 + NET_STREAM_MAX_ACK;
 	if (b->out_cap - b->out_len < need) {
 		size_t ncap = b->out_cap ? b->out_cap * 2 : 4096;
 		while (ncap - b->out_len < need)
@@ -866,6 +867,14 @@ static bool batch_put(struct rcv_job *j, uint8_t verdict, uint8_t status, const 
 		b->out = no;
 		b->out_cap = ncap;
 	}
+	return true;
+}
+
+static bool batch_put(struct rcv_job *j, uint8_t verdict, uint8_t status, const char *msg)
+{
+	struct rcv_batch *b = j->batch;
+	if (!batch_room(j, 1 + NET_STREAM_MAX_ACK))
+		return false;
 	b->out[b->out_len++] = verdict;
 	if (verdict == NET_STREAM_VERDICT_HAVE) {
 		ssize_t n = net_stream_ack_encode(status, msg, b->out + b->out_len, b->out_cap - b->out_len);
@@ -974,46 +983,175 @@ static void batch_feed(struct rcv_job *j, const uint8_t *data, size_t len, int f
 	}
 }
 
-static void batch_begin(struct rcv_job *j, const uint8_t *data, size_t len, int fin)
+/* ---- bundles of whole entries ---- */
+
+_Static_assert(NET_STREAM_BUNDLE_FILE_MAX < RCV_RING_MIN,
+               "a bundle's files are written at once, not on the ring");
+
+static struct rcv_job *job_new(struct rcv_lane *l, int64_t sid);
+
+/* The entry at hand is done (put in place, or failed): its ack is the bundle's next answer. */
+static void bundle_next(struct rcv_job *j)
+{
+	struct rcv_batch *b = j->batch;
+	struct rcv_job *c = b->cur;
+	b->cur = NULL;
+	if (c->ack_len && batch_room(j, c->ack_len)) {
+		memcpy(b->out + b->out_len, c->ack, c->ack_len);
+		b->out_len += c->ack_len;
+		j->ack_ready = true;
+		net_dp_stream_resume(&j->l->dp, j->sid);
+	} else if (c->ack_len) { /* (out of memory: the sender fails it, unacked; so do we) */
+		report(j->r, c->dec.meta.path, j->sid, NET_STREAM_EIO, "out of memory for a bundle's ack");
+	}
+	c->dead = true;
+	job_continue(c); /* (gone at once: a bundle's files are small and written at once) */
+}
+
+/* Bytes of a bundle: each entry goes to a job of its own, as if on a stream of its own, and is put in
+ * place when its trailer has come; then the next. FIN must come where an entry ends. */
+static void bundle_feed(struct rcv_job *j, const uint8_t *data, size_t len, int fin)
+{
+	struct rcv_batch *b = j->batch;
+	char msg[NET_STREAM_MAX_ACK_MSG], qb[IO_QUOTE_MAX];
+	while (len > 0 && !j->finished) {
+		if (!b->cur) {
+			if (++b->n > NET_STREAM_BUNDLE_MAX) {
+				snprintf(msg, sizeof(msg),
+				         "bad stream from sender: more than %d entries in one bundle",
+				         NET_STREAM_BUNDLE_MAX);
+				report(j->r, "", j->sid, NET_STREAM_EPROTO, msg);
+				batch_end(j); /* (the sender fails what is left unanswered) */
+				return;
+			}
+			b->cur = job_new(j->l, j->sid);
+			if (!b->cur) {
+				report(j->r, "", j->sid, NET_STREAM_EIO,
+				       "out of memory for a bundle's entry");
+				batch_end(j);
+				return;
+			}
+			net_stream_dec_init_bundle_entry(&b->cur->dec);
+		}
+		struct rcv_job *c = b->cur;
+		struct net_stream_ev ev;
+		struct qs_err e = {0};
+		ssize_t used = net_stream_dec_feed(&c->dec, data, len, &ev, &e);
+		if (used < 0) {
+			uint8_t st = used == -ENAMETOOLONG || used == -EINVAL ? NET_STREAM_EBADPATH
+			                                                      : NET_STREAM_EPROTO;
+			snprintf(msg, sizeof(msg), "bad stream from sender: %s", e.msg);
+			if (!c->finished)
+				job_fail(c, st, msg);
+			bundle_next(j);
+			batch_end(j); /* framing it cannot read: nothing after it can be trusted */
+			return;
+		}
+		data += used;
+		len -= (size_t)used;
+		if (!c->finished) { /* (after a failure its bytes are read to its end, and dropped) */
+			if (ev.kind == NET_STREAM_EV_META)
+				on_meta(c);
+			else if (ev.kind == NET_STREAM_EV_DATA)
+				on_data(c, &ev);
+			else if (ev.kind == NET_STREAM_EV_END)
+				on_end(c, &ev);
+		}
+		if (ev.kind == NET_STREAM_EV_END) {
+			if (c->end_seen && !c->finished)
+				commit(c); /* (a file this small is written at once: done here) */
+			if (!c->finished)
+				job_fail(c, NET_STREAM_EIO,
+				         "internal: a bundle's entry not finished at its end");
+			bundle_next(j);
+		}
+	}
+	if (fin && !j->finished) {
+		if (b->cur) {
+			struct rcv_job *c = b->cur;
+			snprintf(msg, sizeof(msg),
+			         "truncated stream for \"%s\": a bundle ended inside the entry",
+			         c->meta_seen ? qp(c->dec.meta.path, qb) : "(no metadata yet)");
+			if (!c->finished)
+				job_fail(c, NET_STREAM_ETRUNC, msg);
+			bundle_next(j);
+		} else if (b->n == 0) {
+			report(j->r, "", j->sid, NET_STREAM_EPROTO,
+			       "bad stream from sender: an empty bundle");
+		}
+		batch_end(j);
+	}
+}
+
+/* A batch or bundle header came: the rest of the stream is its entries. */
+static void batch_begin(struct rcv_job *j, bool bundle, const uint8_t *data, size_t len, int fin)
 {
 	j->batch = calloc(1, sizeof(*j->batch));
 	if (!j->batch) {
-		j->ask = true; /* (the answer to its first question, HAVE, goes before the error ack) */
+		j->ask = !bundle; /* (a batch's first answer, HAVE, goes before the error ack) */
 		job_fail(j, NET_STREAM_EIO, "out of memory for a batch");
 		return;
 	}
+	j->batch->bundle = bundle;
 	net_stream_dec_init_batch_entry(&j->batch->dec);
 	if (j->r->single_file) {
-		batch_refuse(j, NET_STREAM_EPROTO,
-		             "bad stream from sender: a single-file destination takes one file, not a batch");
+		const char *m = bundle ? "bad stream from sender: a single-file destination takes one file, "
+		                         "not a bundle"
+		                       : "bad stream from sender: a single-file destination takes one file, "
+		                         "not a batch";
+		if (bundle) {
+			report(j->r, "", j->sid, NET_STREAM_EPROTO, m);
+			uint8_t a[NET_STREAM_MAX_ACK];
+			ssize_t n = net_stream_ack_encode(NET_STREAM_EPROTO, m, a, sizeof(a));
+			if (n > 0 && batch_room(j, (size_t)n)) {
+				memcpy(j->batch->out, a, (size_t)n);
+				j->batch->out_len = (size_t)n;
+			}
+		} else {
+			batch_refuse(j, NET_STREAM_EPROTO, m);
+		}
 		batch_end(j);
 		return;
 	}
-	batch_feed(j, data, len, fin);
+	if (bundle)
+		bundle_feed(j, data, len, fin);
+	else
+		batch_feed(j, data, len, fin);
+}
+
+static struct rcv_job *job_new(struct rcv_lane *l, int64_t sid)
+{
+	struct rcv_job *j = calloc(1, sizeof(*j));
+	if (!j)
+		return NULL;
+	j->r = l->r;
+	j->l = l;
+	j->sid = sid;
+	j->hash = XXH3_createState();
+	if (!j->hash) {
+		free(j);
+		return NULL;
+	}
+	XXH3_64bits_reset(j->hash);
+	net_stream_dec_init(&j->dec);
+	return j;
 }
 
 static int rcv_recv(void *ctx, int64_t sid, void **user, const uint8_t *data, size_t len, int fin)
 {
 	struct rcv_lane *l = ctx;
-	struct receiver *r = l->r;
 	struct rcv_job *j = *user;
 	char msg[NET_STREAM_MAX_ACK_MSG];
 
 	if (!j) {
-		j = calloc(1, sizeof(*j));
+		j = job_new(l, sid);
 		if (!j)
 			return -ENOMEM;
-		j->r = r;
-		j->l = l;
-		j->sid = sid;
-		j->hash = XXH3_createState();
-		if (!j->hash) {
-			free(j);
-			return -ENOMEM;
-		}
-		XXH3_64bits_reset(j->hash);
-		net_stream_dec_init(&j->dec);
 		*user = j;
+	}
+	if (j->batch && j->batch->bundle) {
+		bundle_feed(j, data, len, fin);
+		return 0;
 	}
 	if (j->batch) {
 		batch_feed(j, data, len, fin);
@@ -1043,7 +1181,8 @@ static int rcv_recv(void *ctx, int64_t sid, void **user, const uint8_t *data, si
 			on_end(j, &ev);
 			break;
 		case NET_STREAM_EV_BATCH:
-			batch_begin(j, data, len, fin);
+		case NET_STREAM_EV_BUNDLE:
+			batch_begin(j, ev.kind == NET_STREAM_EV_BUNDLE, data, len, fin);
 			return 0;
 		case NET_STREAM_EV_NONE:
 			break;
@@ -1140,6 +1279,10 @@ static void job_destroy(struct rcv_job *j)
 		pthread_mutex_unlock(&r->lock);
 	}
 	if (j->batch) {
+		if (j->batch->cur) { /* cut off inside an entry: it goes as any unfinished entry does */
+			j->batch->cur->dead = true;
+			job_continue(j->batch->cur);
+		}
 		free(j->batch->out);
 		free(j->batch);
 	}

@@ -2,9 +2,10 @@
  * below them the walk is done in pieces, a directory at a time, by whichever worker takes the listing
  * from the deques (its own first, then stealing: owners take the newest item, thieves the oldest, so the
  * files of a listing go out while other workers list its subdirectories), and an entry goes out on a
- * stream as soon as it is listed. Each entry gets its own stream: header and metadata, the content read
- * straight from the file into the data plane's buffer, and the XXH3-64 trailer; a large file is cut into
- * ranges, a stream each. The receiver's ack on the same stream decides whether the entry counts as done.
+ * stream as soon as it is listed. An entry is its header and metadata, the content read straight from
+ * the file into the data plane's buffer, and the XXH3-64 trailer: on a stream of its own, or for small
+ * files and symlinks many to a stream (a bundle); a large file is cut into ranges, a stream each. The
+ * receiver's ack decides whether the entry counts as done.
  * Against an existing destination small files first ask, many to a stream (a batch), whether they are
  * wanted; those that are go out as above.
  */
@@ -26,8 +27,15 @@
 
 enum snd_phase { PH_HDR, PH_WAIT, PH_DATA, PH_TRAILER, PH_SENT };
 
-/* What a stream carries: one entry (a job) or a batch of questions. The first member of both. */
-enum snd_kind { SND_JOB = 1, SND_BATCH };
+/* What a stream carries: one entry (a job), a batch of questions, or a bundle of small entries. The
+ * first member of each. */
+enum snd_kind { SND_JOB = 1, SND_BATCH, SND_BUNDLE };
+
+#define SND_BUNDLE_FILE_MAX (64u << 10) /* files this small travel in bundles */
+#define SND_BUNDLE_BYTES    (1u << 20)  /* a bundle takes no more once its content is this much */
+#define SND_BUNDLE_ENTRIES                                                                                   \
+	64 /* ... or it has this many (a lane takes at most this many entries a                              \
+	      stream: a tree of empty files is not all taken by one lane at once) */
 
 struct snd_job {
 	enum snd_kind kind; /* SND_JOB */
@@ -72,6 +80,27 @@ struct snd_batch {
 	char msg[NET_STREAM_MAX_ACK_MSG + 1];  /* our reason for giving up on the stream */
 	char last[NET_STREAM_MAX_ACK_MSG + 1]; /* the receiver's last refusal */
 	bool ended;                            /* the receiver ended its side with questions unanswered */
+};
+
+/* Small entries sent whole, one after the other, on one stream (NET_STREAM_F_BUNDLE), acked in
+ * order. The entry being sent has a job (its reading and hashing); the others are entries only, so a
+ * bundle costs little memory however many files it holds. */
+struct snd_bundle {
+	enum snd_kind kind; /* SND_BUNDLE */
+	struct snd_lane *l;
+	int64_t sid;
+	uint32_t n, sent, acked; /* e[0..sent) handed to the stream whole, e[0..acked) acked (and gone) */
+	uint64_t bytes;          /* their content */
+	uint64_t owed;           /* of it, counted in l->unsent and not yet with cur */
+	struct snd_entry *e[SND_BUNDLE_ENTRIES];
+	struct snd_job *cur; /* e[sent]'s job, while it is being sent */
+	uint8_t hdr[NET_STREAM_HDR_LEN];
+	size_t hdr_off;
+	uint8_t ans[NET_STREAM_MAX_ACK]; /* an ack being gathered */
+	size_t ans_len;
+	char msg[NET_STREAM_MAX_ACK_MSG + 1]; /* our reason for giving up on the stream */
+	bool ended;                           /* the receiver ended its side with entries unacked */
+	bool read_failed;                     /* j[sent] could not be read: the stream was given up */
 };
 
 static void job_free(struct snd_job *j);
@@ -947,12 +976,115 @@ static int batch_flush(struct snd_lane *l, struct qs_err *err)
 	return 0;
 }
 
+/* ---- bundles of small entries ---- */
+
+_Static_assert(SND_BUNDLE_FILE_MAX < SND_RING_MIN, "a bundle's files are read at once, not on the ring");
+_Static_assert(SND_BUNDLE_FILE_MAX <= NET_STREAM_BUNDLE_FILE_MAX &&
+                   SND_BUNDLE_ENTRIES <= NET_STREAM_BUNDLE_MAX,
+               "the receiver takes them");
+
+/* A small file (or a symlink) that goes without asking travels in a bundle, unless a bundle failed
+ * under it (solo). */
+static bool bundlable(const struct snd_lane *l, const struct snd_entry *e)
+{
+	const struct sender *s = l->s;
+	if (!s->bundle || s->single_file || e->big || e->solo)
+		return false;
+	if (e->flags == NET_STREAM_F_SYMLINK) /* (it asks only in a batch) */
+		return e->link != NULL && !(s->ask && s->ask_batch && !e->asked);
+	return e->flags == 0 && S_ISREG(e->st.st_mode) && (uint64_t)e->st.st_size <= SND_BUNDLE_FILE_MAX &&
+	       !(s->ask && !e->asked); /* (one that asks goes in a batch, or alone, first) */
+}
+
+/* e of bundle b goes back (not acked): what it had counted as sent and as owed is taken back. Returns
+ * e, to be handed over again. */
+static struct snd_entry *bundle_unsend(struct snd_bundle *b, uint32_t i)
+{
+	struct snd_lane *l = b->l;
+	struct snd_entry *e = b->e[i];
+	b->e[i] = NULL;
+	l->bundled--;
+	if (i < b->sent) {
+		atomic_fetch_sub_explicit(&l->c.bytes_sent, entry_size(e), memory_order_relaxed);
+	} else if (i == b->sent && b->cur) {
+		struct snd_job *j = b->cur;
+		b->cur = NULL;
+		settle(j, j->owed);
+		atomic_fetch_sub_explicit(&l->c.bytes_sent, j->data_off, memory_order_relaxed);
+		j->e = NULL;
+		job_free(j);
+	} else {
+		b->owed -= entry_size(e);
+		l->unsent -= entry_size(e);
+	}
+	return e;
+}
+
+/* Adds e to l's bundle (made if there is none). Returns 1 when the bundle is full, 0, or -ENOMEM. */
+static int bundle_add(struct snd_lane *l, struct snd_entry *e)
+{
+	struct snd_bundle *b = l->bundle;
+	if (!b) {
+		b = calloc(1, sizeof(*b));
+		if (!b)
+			return -ENOMEM;
+		b->kind = SND_BUNDLE;
+		b->l = l;
+		b->sid = -1;
+		net_stream_bundle_encode(b->hdr);
+		l->bundle = b;
+	}
+	uint64_t size = entry_size(e);
+	b->e[b->n++] = e;
+	l->bundled++;
+	b->bytes += size;
+	b->owed += size;
+	l->unsent += size;
+	return b->n == SND_BUNDLE_ENTRIES || b->bytes >= SND_BUNDLE_BYTES;
+}
+
+/* Opens the stream of l's bundle, if it has one: 0, 1 at the peer's limit (its entries are back), or a
+ * negative errno. */
+static int bundle_flush(struct snd_lane *l, struct qs_err *err)
+{
+	struct snd_bundle *b = l->bundle;
+	if (!b)
+		return 0;
+	l->bundle = NULL;
+	int rc = b->n ? net_dp_stream_open(&l->dp, b, &b->sid) : -EAGAIN;
+	if (rc < 0) {
+		int lost = 0;
+		for (uint32_t i = b->n; i-- > 0;) {
+			struct snd_entry *e = bundle_unsend(b, i);
+			if (give(l, e) < 0) {
+				entry_free(e); /* (out of memory: the transfer fails) */
+				lost = -ENOMEM;
+			}
+		}
+		bool none = b->n == 0;
+		free(b);
+		if (lost)
+			return qs_err_set(err, lost, "out of memory");
+		if (rc == -EAGAIN)
+			return none ? 0 : 1;
+		return qs_err_set(err, rc, "cannot open a stream: %s", strerror(-rc));
+	}
+	l->in_flight++;
+	add(&l->streams_opened, 1);
+	add(&l->c.in_flight, 1);
+	if (on_ssh(l))
+		add(&l->c.streams_sent_ssh, 1);
+	return 0;
+}
+
 int sender_pump(struct snd_lane *l, struct qs_err *err)
 {
 	struct sender *s = l->s;
 	int rc = 0;
-	/* (an open batch holds a slot of its own) */
-	while (l->in_flight + (l->batch ? 1u : 0u) < l->max_in_flight &&
+	/* An open batch or bundle holds a slot of its own, and every entry in a bundle counts as a stream
+	 * would: a lane has no more entries in flight than streams it may open, so the others stay in the
+	 * deque for idle lanes to steal. */
+	while (l->in_flight + l->bundled + (l->batch ? 1u : 0u) + (l->bundle ? 1u : 0u) < l->max_in_flight &&
 	       (!l->unsent_max || l->unsent < l->unsent_max)) {
 		bool again;
 		struct snd_entry *e = take(l, &again);
@@ -979,15 +1111,31 @@ int sender_pump(struct snd_lane *l, struct qs_err *err)
 		if (batchable(l, e)) {
 			rc = batch_add(l, e);
 			if (rc < 0) {
+				rc = qs_err_set(err, rc, "cannot ask about %s: %s", e->rel, strerror(-rc));
 				if (again ? !requeue(s, e, true) : give(l, e) < 0)
 					entry_free(e); /* (out of memory: the transfer fails) */
-				rc = qs_err_set(err, rc, "cannot ask about %s: %s", e->rel, strerror(-rc));
 				break;
 			}
 			if (again)
 				add(&l->c.files_resent, 1);
 			if (rc == 1 && (rc = batch_flush(l, err)) != 0) {
 				rc = rc < 0 ? rc : 0; /* (1: at the peer's limit, the entries are back) */
+				break;
+			}
+			continue;
+		}
+		if (bundlable(l, e)) {
+			rc = bundle_add(l, e);
+			if (rc < 0) {
+				rc = qs_err_set(err, rc, "out of memory");
+				if (again ? !requeue(s, e, true) : give(l, e) < 0)
+					entry_free(e); /* (out of memory: the transfer fails) */
+				break;
+			}
+			if (again)
+				add(&l->c.files_resent, 1);
+			if (rc == 1 && (rc = bundle_flush(l, err)) != 0) {
+				rc = rc < 0 ? rc : 0;
 				break;
 			}
 			continue;
@@ -1026,10 +1174,11 @@ int sender_pump(struct snd_lane *l, struct qs_err *err)
 		if (on_ssh(l))
 			add(&l->c.streams_sent_ssh, 1);
 	}
-	/* what has gathered goes now: nothing more to ask with it for the moment */
+	/* what has gathered goes now: nothing more to go with it for the moment */
 	struct qs_err ferr = {0};
 	int frc = batch_flush(l, rc < 0 ? &ferr : err); /* (the first error is the one to tell) */
-	return rc < 0 ? rc : frc < 0 ? frc : 0;
+	int grc = bundle_flush(l, rc < 0 || frc < 0 ? &ferr : err);
+	return rc < 0 ? rc : frc < 0 ? frc : grc < 0 ? grc : 0;
 }
 
 void sender_stats(struct snd_lane *const *lanes, size_t n, struct sender *s, struct engine_stats *st)
@@ -1219,15 +1368,182 @@ static void batch_closed(struct snd_batch *b, uint64_t app_error)
 	batch_free(b);
 }
 
+static ssize_t snd_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t cap, int *fin);
+
+static ssize_t bundle_fill(struct snd_bundle *b, uint8_t *buf, size_t cap, int *fin)
+{
+	size_t n = 0;
+	*fin = 0;
+	if (b->hdr_off < NET_STREAM_HDR_LEN) {
+		n = NET_STREAM_HDR_LEN - b->hdr_off;
+		if (n > cap)
+			n = cap;
+		memcpy(buf, b->hdr + b->hdr_off, n);
+		b->hdr_off += n;
+		add(&b->l->c.wire_bytes, n);
+	}
+	if (b->read_failed)
+		return -EIO; /* (given up already) */
+	if (b->ended)
+		return -ECANCELED; /* the receiver ended the bundle: the rest would only fail */
+	while (n < cap && b->sent < b->n) {
+		if (!b->cur) { /* the next entry's turn: a job for it, which takes over what it owes */
+			struct qs_err e = {0};
+			if (job_new(b->l, b->e[b->sent], &b->cur, &e) < 0) {
+				b->read_failed = true;
+				return -ENOMEM;
+			}
+			b->cur->sid = b->sid;
+			uint64_t size = entry_size(b->e[b->sent]);
+			b->cur->owed = size;
+			b->owed -= size;
+		}
+		int done = 0;
+		ssize_t k = snd_fill(NULL, b->sid, b->cur, buf + n, cap - n, &done);
+		if (k < 0) { /* (the job says why) */
+			b->read_failed = true;
+			return k;
+		}
+		n += (size_t)k;
+		if (!done)
+			break;
+		settle(b->cur, b->cur->owed);
+		b->cur->e = NULL; /* (the entry stays the bundle's until its ack) */
+		job_free(b->cur);
+		b->cur = NULL;
+		b->sent++;
+	}
+	*fin = b->hdr_off == NET_STREAM_HDR_LEN && b->sent == b->n;
+	return (ssize_t)n;
+}
+
+/* The acks, one per entry in order. */
+static int bundle_recv(struct snd_bundle *b, const uint8_t *data, size_t len, int fin)
+{
+	struct snd_lane *l = b->l;
+	struct sender *s = l->s;
+	while (len > 0) {
+		size_t k = sizeof(b->ans) - b->ans_len;
+		if (k > len)
+			k = len;
+		memcpy(b->ans + b->ans_len, data, k);
+		b->ans_len += k;
+		data += k;
+		len -= k;
+		size_t at = 0;
+		while (at < b->ans_len) {
+			ssize_t n = net_stream_ack_len(b->ans + at, b->ans_len - at);
+			uint8_t status;
+			char msg[NET_STREAM_MAX_ACK_MSG + 1];
+			if (n < 0 || (n > 0 && net_stream_ack_decode(b->ans + at, (size_t)n, &status, msg,
+			                                             sizeof(msg)) < 0)) {
+				snprintf(b->msg, sizeof(b->msg),
+				         "malformed acknowledgement from the receiver");
+				return -EPROTO;
+			}
+			if (n == 0)
+				break; /* the rest of this ack is still to come */
+			if (b->acked >= b->sent) {
+				snprintf(
+				    b->msg, sizeof(b->msg), "%s",
+				    b->acked == b->n
+				        ? "more acknowledgements than entries from the receiver"
+				        : "an acknowledgement from the receiver for an entry not sent yet");
+				return -EPROTO;
+			}
+			struct snd_entry *e = b->e[b->acked];
+			b->e[b->acked++] = NULL;
+			l->bundled--;
+			if (status == NET_STREAM_OK) {
+				confirm(l, e, false);
+			} else {
+				add(&l->c.files_failed, 1);
+				engine_emit(s->o, ENGINE_EV_FILE_ERROR, e->rel, msg, NULL);
+			}
+			entry_free(e);
+			atomic_fetch_sub_explicit(&s->remaining, 1, memory_order_release);
+			at += (size_t)n;
+		}
+		memmove(b->ans, b->ans + at, b->ans_len - at);
+		b->ans_len -= at;
+	}
+	if (fin && b->ans_len) {
+		snprintf(b->msg, sizeof(b->msg), "malformed acknowledgement from the receiver (cut short)");
+		return -EPROTO;
+	}
+	if (fin && b->acked < b->n)
+		b->ended = true;
+	return 0;
+}
+
+/* The stream ended: entries not acked go again, on the next data path if this one died under them or
+ * each on a stream of its own if one of them could not be read, and fail otherwise. */
+static void bundle_closed(struct snd_bundle *b, uint64_t app_error)
+{
+	struct snd_lane *l = b->l;
+	struct sender *s = l->s;
+	char why[NET_STREAM_MAX_ACK_MSG + 1] = "";
+	if (b->read_failed && b->cur)
+		snprintf(why, sizeof(why), "%s", b->cur->msg[0] ? b->cur->msg : "cannot be read");
+	for (uint32_t i = b->acked; i < b->n; i++) {
+		bool own = b->read_failed && i == b->sent; /* the one that could not be read */
+		struct snd_entry *e = bundle_unsend(b, i);
+		char m[NET_STREAM_MAX_ACK_MSG + 64];
+		if (!own && !b->msg[0] && !b->ended && (app_error == NET_DP_GONE || b->read_failed)) {
+			bool ok;
+			if (app_error == NET_DP_GONE) {
+				ok = requeue(s, e, true);
+			} else {
+				e->solo = true;
+				ok = give(l, e) == 0;
+			}
+			if (ok)
+				continue; /* (still to be done: remaining keeps it) */
+			snprintf(m, sizeof(m), "out of memory");
+		} else if (own) {
+			snprintf(m, sizeof(m), "%s", why[0] ? why : "cannot be read");
+		} else if (b->msg[0]) {
+			snprintf(m, sizeof(m), "%s", b->msg);
+		} else if (b->ended) {
+			snprintf(m, sizeof(m), "not acknowledged: the receiver ended the bundle");
+		} else {
+			snprintf(m, sizeof(m), "stream closed before the receiver confirmed it (code %llu)",
+			         (unsigned long long)app_error);
+		}
+		add(&l->c.files_failed, 1);
+		engine_emit(s->o, ENGINE_EV_FILE_ERROR, e->rel[0] ? e->rel : ".", m, NULL);
+		entry_free(e);
+		atomic_fetch_sub_explicit(&s->remaining, 1, memory_order_release);
+	}
+	if (b->acked == b->n && b->msg[0]) {
+		/* every entry was acked and then the receiver broke the protocol (more acks): no file
+		 * to blame, but the run must not look clean */
+		add(&l->c.files_failed, 1);
+		engine_emit(s->o, ENGINE_EV_FILE_ERROR, "(a bundle)", b->msg, NULL);
+	} else if (b->acked == b->n && !on_ssh(l)) {
+		add(&l->c.streams_done_quic, 1);
+	}
+	l->in_flight--;
+	atomic_fetch_sub_explicit(&l->c.in_flight, 1, memory_order_relaxed);
+	free(b);
+}
+
 static bool is_batch(const void *user)
 {
 	return user && *(const enum snd_kind *)user == SND_BATCH;
+}
+
+static bool is_bundle(const void *user)
+{
+	return user && *(const enum snd_kind *)user == SND_BUNDLE;
 }
 
 static ssize_t snd_fill(void *ctx, int64_t sid, void *user, uint8_t *buf, size_t cap, int *fin)
 {
 	if (is_batch(user))
 		return batch_fill(user, buf, cap, fin);
+	if (is_bundle(user))
+		return bundle_fill(user, buf, cap, fin);
 	struct snd_job *j = user;
 	const struct snd_entry *e = j->e;
 	uint64_t size = entry_size(e);
@@ -1358,6 +1674,8 @@ static int snd_recv(void *ctx, int64_t sid, void **user, const uint8_t *data, si
 {
 	if (is_batch(*user))
 		return batch_recv(*user, data, len, fin);
+	if (is_bundle(*user))
+		return bundle_recv(*user, data, len, fin);
 	struct snd_job *j = *user;
 	if (!j)
 		return -EPROTO; /* the receiver never opens streams toward the sender */
@@ -1421,6 +1739,10 @@ static void snd_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 	struct sender *s = l->s;
 	if (is_batch(user)) {
 		batch_closed(user, app_error);
+		return;
+	}
+	if (is_bundle(user)) {
+		bundle_closed(user, app_error);
 		return;
 	}
 	struct snd_job *j = user;

@@ -734,6 +734,8 @@ static int parse_caps(const struct pctx *p, int obj, uint32_t *caps)
 				*caps |= NET_CAP_QUICK_CHECK;
 			else if (strcmp(buf, "ask-batch") == 0)
 				*caps |= NET_CAP_ASK_BATCH;
+			else if (strcmp(buf, "bundle") == 0)
+				*caps |= NET_CAP_BUNDLE;
 		}
 		i = skip(p->tok, p->ntok, i);
 	}
@@ -1176,6 +1178,7 @@ static void emit_caps(struct jw *w, uint32_t caps)
 	    {NET_CAP_QUIC_V1, "\"quic-v1\""},
 	    {NET_CAP_QUICK_CHECK, "\"quick-check\""},
 	    {NET_CAP_ASK_BATCH, "\"ask-batch\""},
+	    {NET_CAP_BUNDLE, "\"bundle\""},
 	};
 	bool first = true;
 	jw_raw(w, "[", 1);

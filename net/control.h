@@ -47,6 +47,7 @@ enum net_ctl_path {
 #define NET_CAP_QUIC_V1     (1u << 0) /* "quic-v1" */
 #define NET_CAP_QUICK_CHECK (1u << 1) /* "quick-check": unchanged files are not sent (sync_ready, ASK) */
 #define NET_CAP_ASK_BATCH   (1u << 2) /* "ask-batch": many files ask on one stream (net/stream.h BATCH) */
+#define NET_CAP_BUNDLE      (1u << 3) /* "bundle": many small files go on one stream (net/stream.h) */
 
 /* hello / hello-ack. Required: version, capabilities. hello-ack also: quic_available. */
 struct net_ctl_hello {

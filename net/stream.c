@@ -410,6 +410,13 @@ void net_stream_batch_encode(uint8_t out[NET_STREAM_HDR_LEN])
 	put_u32(&w, NET_STREAM_F_BATCH);
 }
 
+void net_stream_bundle_encode(uint8_t out[NET_STREAM_HDR_LEN])
+{
+	struct wr w = {out, NET_STREAM_HDR_LEN, 0, false};
+	put_u32(&w, 0);
+	put_u32(&w, NET_STREAM_F_BUNDLE);
+}
+
 void net_stream_trailer_encode(uint64_t hash, uint8_t out[NET_STREAM_TRAILER_LEN])
 {
 	for (size_t i = 0; i < NET_STREAM_TRAILER_LEN; i++)
@@ -423,8 +430,14 @@ void net_stream_dec_init(struct net_stream_dec *d)
 	d->state = ST_META;
 	d->have = 0;
 	d->data_done = 0;
-	d->batch_entry = false;
+	d->batch_entry = d->bundle_entry = false;
 	memset(&d->meta, 0, sizeof(d->meta));
+}
+
+void net_stream_dec_init_bundle_entry(struct net_stream_dec *d)
+{
+	net_stream_dec_init(d);
+	d->bundle_entry = true;
 }
 
 void net_stream_dec_init_batch_entry(struct net_stream_dec *d)
@@ -478,9 +491,15 @@ static int meta_need(struct net_stream_dec *d, size_t *need, bool *complete, str
 	}
 	if (d->batch_entry && check_batch_flags(flags, &why))
 		return dec_fail(d, err, -EPROTO, why);
-	if (flags == NET_STREAM_F_BATCH && d->meta.file_id != 0)
-		return dec_fail(d, err, -EPROTO, "a batch's header has a file_id other than 0");
-	if (flags == NET_STREAM_F_BATCH) { /* the header is all of it */
+	if (d->bundle_entry && flags != 0 && flags != NET_STREAM_F_SYMLINK)
+		return dec_fail(d, err, -EPROTO,
+		                flags == NET_STREAM_F_BUNDLE || flags == NET_STREAM_F_BATCH
+		                    ? "a bundle or batch inside a bundle"
+		                    : "a bundle holds only regular files and symlinks, not asking");
+	bool group = flags == NET_STREAM_F_BATCH || flags == NET_STREAM_F_BUNDLE;
+	if (group && d->meta.file_id != 0)
+		return dec_fail(d, err, -EPROTO, "a batch's or bundle's header has a file_id other than 0");
+	if (group) { /* the header is all of it */
 		d->meta.flags = flags;
 		*need = HDR_LEN;
 		*complete = true;
@@ -539,6 +558,10 @@ static int meta_parse(struct net_stream_dec *d, struct qs_err *err)
 	if (memchr(m->path, '\0', m->path_len))
 		return dec_fail(d, err, -EINVAL, "NUL byte inside the path");
 	rc = check_flags_size(m->flags, m->size, d->batch_entry, &why);
+	if (rc == 0 && d->bundle_entry && m->size > NET_STREAM_BUNDLE_FILE_MAX) {
+		why = "a file in a bundle larger than 256 KiB";
+		rc = -EPROTO;
+	}
 	if (rc == 0)
 		rc = check_range(m, &why);
 	if (rc)
@@ -576,10 +599,11 @@ ssize_t net_stream_dec_feed(struct net_stream_dec *d, const uint8_t *p, size_t n
 			d->have += take;
 			used += take;
 		}
-		if (d->meta.flags == NET_STREAM_F_BATCH) {
+		if (d->meta.flags == NET_STREAM_F_BATCH || d->meta.flags == NET_STREAM_F_BUNDLE) {
 			d->have = 0;
 			d->state = ST_BATCH;
-			ev->kind = NET_STREAM_EV_BATCH;
+			ev->kind =
+			    d->meta.flags == NET_STREAM_F_BATCH ? NET_STREAM_EV_BATCH : NET_STREAM_EV_BUNDLE;
 			return (ssize_t)used;
 		}
 		rc = meta_parse(d, err);
@@ -618,7 +642,7 @@ ssize_t net_stream_dec_feed(struct net_stream_dec *d, const uint8_t *p, size_t n
 		d->have += take;
 		if (d->have < NET_STREAM_TRAILER_LEN)
 			return (ssize_t)take;
-		if (n > take) {
+		if (n > take && !d->bundle_entry) { /* (in a bundle, the next entry) */
 			char msg[64];
 			snprintf(msg, sizeof(msg), "%zu bytes after the trailer", n - take);
 			return dec_fail(d, err, -EPROTO, msg);
@@ -632,7 +656,8 @@ ssize_t net_stream_dec_feed(struct net_stream_dec *d, const uint8_t *p, size_t n
 	case ST_BATCH:
 		if (n == 0)
 			return 0;
-		return dec_fail(d, err, -EPROTO, "a batch's entries are not read by its header's decoder");
+		return dec_fail(d, err, -EPROTO,
+		                "a batch's or bundle's entries are not read by its header's decoder");
 
 	case ST_END:
 		if (n == 0)
@@ -666,7 +691,7 @@ int net_stream_dec_finish(const struct net_stream_dec *d, struct qs_err *err)
 		                  m->file_id);
 	}
 	if (d->state == ST_BATCH)
-		return qs_err_set(err, -EPROTO, "a batch ends where its last entry does, not here");
+		return qs_err_set(err, -EPROTO, "a batch or bundle ends where its last entry does, not here");
 	escape_path((const uint8_t *)m->path, m->path_len, path, sizeof(path));
 	if (d->state == ST_DATA)
 		return qs_err_set(err, -EPIPE,

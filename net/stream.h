@@ -37,7 +37,15 @@
  * cannot be read on ends after the answer to the entry at hand. */
 #define NET_STREAM_F_BATCH   (1u << 5)
 #define NET_STREAM_BATCH_MAX 256
-#define NET_STREAM_HDR_LEN   8 /* u32 file_id, u32 flags */
+/* A bundle of small entries (capability "bundle"): a header of file_id 0 and exactly this flag, then
+ * up to NET_STREAM_BUNDLE_MAX entries, each a whole entry as on a stream of its own (header, metadata,
+ * data, trailer) of a regular file (flags 0, at most NET_STREAM_BUNDLE_FILE_MAX bytes) or a symlink,
+ * then FIN. The receiver puts each in place as its trailer arrives and answers with its ack, in
+ * order. Many small files then share a stream's costs, and no stream slot waits on each. */
+#define NET_STREAM_F_BUNDLE        (1u << 6)
+#define NET_STREAM_BUNDLE_MAX      256
+#define NET_STREAM_BUNDLE_FILE_MAX (256u << 10)
+#define NET_STREAM_HDR_LEN         8 /* u32 file_id, u32 flags */
 
 /* The receiver's answer to an ASK entry, the first byte it sends back on the stream: SEND (the data
  * follows from the sender, then the ack as usual), or HAVE (the destination has it already: the ack
@@ -83,8 +91,9 @@ ssize_t net_stream_meta_encode(const struct net_stream_meta *m, uint8_t *buf, si
  * caller's to append). Returns the length, or -EINVAL for anything a batch may not hold, -ENOSPC. */
 ssize_t net_stream_batch_entry_encode(const struct net_stream_meta *m, uint8_t *buf, size_t cap);
 
-/* Encodes a batch's header (NET_STREAM_HDR_LEN bytes). */
+/* Encodes a batch's or a bundle's header (NET_STREAM_HDR_LEN bytes). */
 void net_stream_batch_encode(uint8_t out[NET_STREAM_HDR_LEN]);
+void net_stream_bundle_encode(uint8_t out[NET_STREAM_HDR_LEN]);
 
 /* Encodes the 8-byte trailer. */
 void net_stream_trailer_encode(uint64_t hash, uint8_t out[NET_STREAM_TRAILER_LEN]);
@@ -96,6 +105,7 @@ enum net_stream_ev_kind {
 	NET_STREAM_EV_DATA,     /* ev->data/len are content bytes at ev->offset (points into the input) */
 	NET_STREAM_EV_END,      /* trailer read: ev->hash holds it; nothing may follow */
 	NET_STREAM_EV_BATCH,    /* a batch header: the entries that follow go to a decoder each */
+	NET_STREAM_EV_BUNDLE,   /* a bundle header: likewise */
 };
 
 struct net_stream_ev {
@@ -111,7 +121,8 @@ struct net_stream_dec {
 	size_t have;                      /* bytes gathered in buf for the current part */
 	uint8_t buf[NET_STREAM_MAX_META]; /* header+meta being gathered */
 	uint64_t data_done;
-	bool batch_entry; /* decoding an entry of a batch (net_stream_dec_init_batch_entry) */
+	bool batch_entry;  /* decoding an entry of a batch (net_stream_dec_init_batch_entry) */
+	bool bundle_entry; /* ... of a bundle (net_stream_dec_init_bundle_entry) */
 	struct net_stream_meta meta;
 };
 
@@ -120,6 +131,11 @@ void net_stream_dec_init(struct net_stream_dec *d);
 /* For one entry of a batch: only the flags a batch allows; META, then for a symlink DATA (its target),
  * and the entry is complete (no trailer, no END event). */
 void net_stream_dec_init_batch_entry(struct net_stream_dec *d);
+
+/* For one entry of a bundle: a regular file (flags 0, at most NET_STREAM_BUNDLE_FILE_MAX bytes) or a
+ * symlink, framed as on a stream of its own; END comes at its trailer, and what follows it is left for
+ * the next entry's decoder (the call consumes no more than the trailer). */
+void net_stream_dec_init_bundle_entry(struct net_stream_dec *d);
 
 /* True when the decoder has not read a byte of its entry yet. */
 bool net_stream_dec_idle(const struct net_stream_dec *d);

@@ -8,6 +8,9 @@ first ASK stream badly. MODE (argv[1]):
   batch-badverdict, batch-extra, batch-badack: it reads batches of questions too ("ask-batch") and
               answers the first batch with a byte that is no verdict, with more answers than the
               batch has questions (257 HAVE + OK), or with HAVE and an ack of an unknown status
+  bundle-early, bundle-badack: it reads bundles ("bundle"), says the destination is new (nothing
+              asks), and answers the first bundle with 300 OK acks at once (before its entries can
+              all have been sent), or with an ack of an unknown status
 Everything the client sends is logged to argv[2] (one line per control message or frame header)."""
 import json
 import sys
@@ -58,14 +61,15 @@ def line(obj):
 
 
 note("hello " + rd.readline().decode().strip())
-caps = ["quick-check"] + (["ask-batch"] if mode.startswith("batch-") else [])
+caps = ["quick-check"] + (["ask-batch"] if mode.startswith("batch-") else []) + \
+    (["bundle"] if mode.startswith("bundle-") else [])
 line({"type": "hello-ack", "version": "1.0", "capabilities": caps, "quic_available": False,
       "max_streams": 4})
 start = rd.readline().decode().strip()
 note("start " + start)
 if '"quick_check":true' not in start.replace(" ", ""):
     note("no quick_check asked for")
-frame(0, 0, json.dumps({"type": "sync_ready", "existing": True}).encode())
+frame(0, 0, json.dumps({"type": "sync_ready", "existing": not mode.startswith("bundle-")}).encode())
 
 answered = set()
 while True:
@@ -89,7 +93,17 @@ while True:
         time.sleep(2)
         note("hanging up")
         sys.exit(0)
-    if kind in (1, 2) and sid not in answered and not mode.startswith("batch-"):
+    bundle = data[:8] == b"\0\0\0\0\0\0\0\x40"  # a bundle's header: file_id 0, flags BUNDLE
+    if kind in (1, 2) and sid not in answered and mode.startswith("bundle-") and bundle:
+        answered.add(sid)
+        if mode == "bundle-early":
+            frame(2, sid, b"\x00\x00" * 300)
+        elif mode == "bundle-badack":
+            frame(2, sid, b"\x09\x00")
+        time.sleep(2)
+        note("hanging up")
+        sys.exit(0)
+    if kind in (1, 2) and sid not in answered and not mode.startswith(("batch-", "bundle-")):
         answered.add(sid)
         if mode == "badverdict":
             frame(1, sid, b"X")

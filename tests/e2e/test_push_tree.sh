@@ -121,4 +121,31 @@ check test "$rc" -ne 0
 check test -z "$(find "$work/sig/dst" -name '.*.qs.*' -print -quit)"
 check test ! -e "$work/sig/dst/big"
 
+
+# A small file that cannot be read when its turn comes (mode 000, the client not root) in a bundle:
+# it fails alone, named; the files after it in the same bundle go again each on a stream of its own.
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+	mkdir -p "$work/ro/src/d" "$work/ro/dst"
+	for i in $(seq 1 40); do echo "file $i" >"$work/ro/src/d/f$i"; done
+	chmod -R a+rX "$work/ro/src"
+	chmod 000 "$work/ro/src/d/f17"
+	chown nobody "$work/ro/dst"
+	chmod a+x "$work" "$work/ro"
+	set +e
+	setpriv --reuid=65534 --regid=65534 --clear-groups "$QSYNC_BIN" -a --json "$work/ro/src/" "$work/ro/dst/" \
+		>"$work/ro/out.json" 2>"$work/ro/err"
+	rc=$?
+	set -e
+	check test "$rc" = 23
+	check grep -q '"event":"file_error","path":"d/f17","message":"cannot open: Permission denied"' "$work/ro/out.json"
+	check test "$(grep -c '"event":"file_error"' "$work/ro/out.json")" = 1
+	check test ! -e "$work/ro/dst/d/f17"
+	for i in $(seq 1 40); do
+		[ "$i" = 17 ] || cmp -s "$work/ro/src/d/f$i" "$work/ro/dst/d/f$i" || { echo "FAIL: d/f$i"; fail=1; }
+	done
+	check test -z "$(find "$work/ro/dst" -name '.*.qs.*' -print -quit)"
+else
+	echo "SKIP: the unreadable file case needs root and setpriv"
+fi
+
 exit $fail

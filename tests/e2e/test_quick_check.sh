@@ -169,7 +169,8 @@ check tree_compare "$work/src" "$work/fresh"
 #    Each is a clear error and a non-zero exit; the source is never touched.
 before=$(tree_listing "$work/src" | md5sum)
 here=$(cd "$(dirname "$0")" && pwd)
-for mode in badverdict noverdict sendtwice batch-badverdict batch-extra batch-badack; do
+for mode in badverdict noverdict sendtwice batch-badverdict batch-extra batch-badack bundle-early \
+	bundle-badack; do
 	printf '#!/bin/sh\nexec python3 %q %s %q\n' "$here/fake_receiver.py" "$mode" \
 		"$work/fake-$mode.log" >"$work/fake-$mode"
 	chmod +x "$work/fake-$mode"
@@ -182,6 +183,7 @@ for mode in badverdict noverdict sendtwice batch-badverdict batch-extra batch-ba
 	check test "$rc" -ne 0
 	check test "$rc" -ne 124
 	check grep -q 'quick_check' "$work/fake-$mode.log"
+	case $mode in bundle-*) check grep -q 'frame kind=[12] sid=[0-9]* len=' "$work/fake-$mode.log" ;; esac
 done
 check grep -qi 'verdict' "$work/badverdict.err"
 check grep -qi 'verdict\|ack' "$work/noverdict.err"
@@ -189,5 +191,7 @@ check grep -qi 'ack\|status' "$work/sendtwice.err"
 check grep -q 'malformed verdict' "$work/batch-badverdict.err"
 check grep -q 'more answers than questions' "$work/batch-extra.err"
 check grep -q 'malformed acknowledgement' "$work/batch-badack.err"
+check grep -q 'more acknowledgements than entries\|for an entry not sent yet' "$work/bundle-early.err"
+check grep -q 'malformed acknowledgement' "$work/bundle-badack.err"
 check test "$(tree_listing "$work/src" | md5sum)" = "$before"
 exit $fail

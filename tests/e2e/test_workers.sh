@@ -53,7 +53,8 @@ if [ "$cores" -ge 2 ]; then
 	check python3 -c 'import json,sys
 s=[json.loads(l) for l in open(sys.argv[1]) if "summary" in l][-1]
 lanes=s["lane_streams"]
-assert len(lanes) == 2 and min(lanes) > 0 and sum(lanes) == s["streams_total"], lanes' "$work/steal.json"
+# (small files go many to a stream, in bundles: fewer streams than entries)
+assert len(lanes) == 2 and min(lanes) > 0 and sum(lanes) < s["streams_total"], lanes' "$work/steal.json"
 fi
 
 # far more entries than streams: each lane waits for its streams to close before it opens more

@@ -4,7 +4,8 @@
  * Besides crashes it checks the decoder's promises: progress, META once and first, DATA contiguous and
  * inside the input, END last, a decoded META that re-encodes and decodes to itself, and the ack parser.
  * A first byte of 0xc0 or more decodes one entry of a batch instead (no trailer; only ASK files and
- * ASK symlinks, the latter with their target as DATA).
+ * ASK symlinks, the latter with their target as DATA); 0x80..0xbf the entries of a bundle, one after
+ * the other (each a whole entry of a file or symlink, a fresh decoder after each END).
  *   clang -fsanitize=fuzzer,address -I. tests/fuzz/fuzz_net_stream.c net/stream.c common/err.c */
 #include "net/stream.h"
 
@@ -63,7 +64,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size == 0)
 		return 0;
-	bool batch = data[0] >= 0xc0;
+	bool batch = data[0] >= 0xc0, bundle = data[0] >= 0x80 && !batch;
 	nsizes = data[0] % (MAX_SIZES + 1);
 	if (nsizes > size - 1)
 		nsizes = size - 1;
@@ -91,8 +92,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (batch)
 		net_stream_dec_init_batch_entry(&dec);
+	else if (bundle)
+		net_stream_dec_init_bundle_entry(&dec);
 	else
 		net_stream_dec_init(&dec);
+	int entries = 0;
 	while (pos < size && rc == 0) {
 		size_t chunk = nsizes ? sizes[turn++ % nsizes] : SIZE_MAX, off = 0;
 		uint8_t *copy;
@@ -131,9 +135,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				REQUIRE(!batch);
 				REQUIRE(metas == 1 && ends == 0 && data_seen == dec.meta.size);
 				ends++;
+				if (bundle) { /* the next entry, from the next byte on */
+					REQUIRE(!(dec.meta.flags & ~NET_STREAM_F_SYMLINK));
+					REQUIRE(dec.meta.size <= NET_STREAM_BUNDLE_FILE_MAX);
+					net_stream_dec_init_bundle_entry(&dec);
+					metas = ends = 0;
+					data_seen = 0;
+					entries++;
+				}
 				break;
 			case NET_STREAM_EV_BATCH: /* only as the whole header, and nothing after it */
-				REQUIRE(!batch);
+			case NET_STREAM_EV_BUNDLE:
+				REQUIRE(!batch && !bundle);
 				REQUIRE(metas == 0 && ends == 0 &&
 				        pos + off + (size_t)c == NET_STREAM_HDR_LEN);
 				metas++;
@@ -147,7 +160,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		pos += chunk;
 	}
 
-	{
+	if (bundle && rc == 0 && net_stream_dec_idle(&dec)) {
+		(void)entries; /* ended where an entry did: a whole bundle (or nothing) */
+	} else {
 		int f = net_stream_dec_finish(&dec, &err);
 		bool whole = batch && metas == 1 &&
 		             (!(dec.meta.flags & NET_STREAM_F_SYMLINK) || data_seen == dec.meta.size);

@@ -16,7 +16,11 @@
  *       PATH), bplain (its entry does not ask), bmany (257 entries PATH.0 ..), bnest (a batch header
  *       after the entry), bempty (no entry), btrunc (FIN inside the entry), bsym (PATH a symlink to
  *       "tgt", mtime 1600000000), bsymnul (its target "t\0g"); printed with the answers
- *       counted (answers=S<n>,H<n>,E<n>: SEND, HAVE with OK, HAVE with an error) and the last error
+ *       counted (answers=S<n>,H<n>,E<n>: SEND, HAVE with OK, HAVE with an error) and the last error;
+ *       a bundle of whole 10-byte files (NET_STREAM_F_BUNDLE): uok (PATH.0, PATH.1, PATH.2), uhash (the
+ *       second with a wrong hash), upath (the second named ../PATH), udir (the second a directory),
+ *       ubig (the second of 300 KiB), utrunc (FIN inside the second), uempty, umany (257 files);
+ *       printed with the acks counted (acks=OK<n>,E<n>) and the last error
  *   qs_probe ... send1 DEST CASE...    the same, with sync_start asking for a single-file destination
  * Prints one line per case: "case KIND PATH status=N msg=..." and, at the end, "ack_complete ok=N
  * failed=N" and "exit-status N" (the server's). Exit 0 when the conversation ran to its end. */
@@ -41,7 +45,8 @@ struct pcase {
 	const char *path;
 	uint8_t *out;
 	size_t out_len, out_off;
-	bool batch;   /* the kind began with 'b': its answers are gathered in ans */
+	bool batch;   /* the kind began with 'b' (or 'u', a bundle): its answers are gathered in ans */
+	bool bundle;  /* the kind began with 'u' */
 	uint8_t *ans; /* (PROBE_MAX_ANS bytes) */
 	size_t ans_len;
 	uint8_t ack[NET_STREAM_MAX_ACK];
@@ -79,7 +84,8 @@ static int p_recv(void *ctx, int64_t sid, void **user, const uint8_t *data, size
 	if (c && c->batch) {
 		if (len > PROBE_MAX_ANS - c->ans_len)
 			return -EPROTO;
-		memcpy(c->ans + c->ans_len, data, len);
+		if (len)
+			memcpy(c->ans + c->ans_len, data, len);
 		c->ans_len += len;
 		return 0;
 	}
@@ -182,6 +188,96 @@ static int build_batch(struct pcase *c, uint32_t id)
 	return 0;
 }
 
+/* A bundle case: the header and its whole entries (see the usage above). */
+static int build_bundle(struct pcase *c, uint32_t id)
+{
+	static const char content[] = "0123456789";
+	bool big = strcmp(c->kind, "ubig") == 0;
+	size_t cap = PROBE_BATCH_MAX * (NET_STREAM_HDR_LEN + 8 + 64 + 40 + 20) + 2 * NET_STREAM_MAX_META +
+	             (big ? 300u << 10 : 0);
+	struct net_stream_meta *m = calloc(1, sizeof(*m));
+	uint8_t *bigdata = big ? calloc(1, 300u << 10) : NULL;
+	c->out = malloc(cap);
+	c->ans = malloc(PROBE_MAX_ANS);
+	if (!m || !c->out || !c->ans || (big && !bigdata)) {
+		free(m);
+		free(bigdata);
+		return -ENOMEM;
+	}
+	net_stream_bundle_encode(c->out);
+	c->out_len = NET_STREAM_HDR_LEN;
+	int entries = strcmp(c->kind, "umany") == 0    ? PROBE_BATCH_MAX
+	              : strcmp(c->kind, "uempty") == 0 ? 0
+	                                               : 3;
+	for (int i = 0; i < entries; i++) {
+		bool odd = i == 1; /* the one that is wrong, if any */
+		memset(m, 0, sizeof(*m));
+		m->file_id = id * 1000u + (uint32_t)i;
+		if (odd && strcmp(c->kind, "upath") == 0)
+			snprintf(m->path, sizeof(m->path), "../%.60s", c->path);
+		else
+			snprintf(m->path, sizeof(m->path), "%.60s.%d", c->path, i);
+		m->path_len = (uint32_t)strlen(m->path);
+		m->size = odd && big ? 300u << 10 : 10;
+		m->mode = 0100644;
+		m->mtime_ns = 1000000000LL * 1600000000;
+		if (odd && strcmp(c->kind, "udir") == 0) {
+			m->flags = NET_STREAM_F_DIR;
+			m->size = 0;
+			m->mode = 040755;
+		}
+		ssize_t n = net_stream_meta_encode(m, c->out + c->out_len, cap - c->out_len);
+		if (n < 0) {
+			free(m);
+			free(bigdata);
+			return (int)n;
+		}
+		c->out_len += (size_t)n;
+		const uint8_t *d = odd && big ? bigdata : (const uint8_t *)content;
+		size_t dl = (size_t)m->size;
+		if (odd && strcmp(c->kind, "utrunc") == 0) {
+			memcpy(c->out + c->out_len, d, 4);
+			c->out_len += 4;
+			break; /* and FIN */
+		}
+		memcpy(c->out + c->out_len, d, dl);
+		c->out_len += dl;
+		uint64_t h = XXH3_64bits(d, dl);
+		if (odd && strcmp(c->kind, "uhash") == 0)
+			h ^= 1;
+		net_stream_trailer_encode(h, c->out + c->out_len);
+		c->out_len += NET_STREAM_TRAILER_LEN;
+	}
+	free(m);
+	free(bigdata);
+	return 0;
+}
+
+/* The acks of a bundle case, counted; the last error's status and message into c. */
+static void bundle_acks(struct pcase *c, int *oks, int *errors)
+{
+	size_t at = 0;
+	*oks = *errors = 0;
+	while (at < c->ans_len) {
+		ssize_t n = net_stream_ack_len(c->ans + at, c->ans_len - at);
+		uint8_t st;
+		char msg[NET_STREAM_MAX_ACK_MSG + 1];
+		if (n <= 0 || net_stream_ack_decode(c->ans + at, (size_t)n, &st, msg, sizeof(msg)) < 0) {
+			snprintf(c->msg, sizeof(c->msg), "unparsable ack at byte %zu", at);
+			c->status = 99;
+			return;
+		}
+		if (st == NET_STREAM_OK) {
+			(*oks)++;
+		} else {
+			(*errors)++;
+			c->status = st;
+			snprintf(c->msg, sizeof(c->msg), "%s", msg);
+		}
+		at += (size_t)n;
+	}
+}
+
 /* The answers of a batch case, counted; the last error's status and message into c. */
 static void batch_answers(struct pcase *c, int *sends, int *haves, int *errors)
 {
@@ -219,6 +315,8 @@ static int build_case(struct pcase *c, uint32_t id)
 	free(c->out); /* (built again when the peer's stream limit made it wait) */
 	free(c->ans);
 	c->out = c->ans = NULL;
+	if (c->bundle)
+		return build_bundle(c, id);
 	if (c->batch)
 		return build_batch(c, id);
 	c->out = malloc(PROBE_OUT_CAP);
@@ -380,7 +478,8 @@ int main(int argc, char **argv)
 		}
 		*colon = '\0';
 		cases[n_cases].ask = argv[i][0] == 'a';
-		cases[n_cases].batch = argv[i][0] == 'b';
+		cases[n_cases].batch = argv[i][0] == 'b' || argv[i][0] == 'u';
+		cases[n_cases].bundle = argv[i][0] == 'u';
 		cases[n_cases].kind = argv[i] + (argv[i][0] == 'a');
 		cases[n_cases].path = colon + 1;
 		cases[n_cases].status = -1;
@@ -502,7 +601,16 @@ int main(int argc, char **argv)
 	}
 	drive(ctl, q, 10000, all_closed);
 	for (int i = 0; i < n_cases; i++) {
-		if (!cases[i].batch)
+		if (!cases[i].bundle)
+			continue;
+		int oks, errors;
+		bundle_acks(&cases[i], &oks, &errors);
+		printf("case %s %s status=%d app_error=%llu acks=OK%d,E%d msg=%s\n", cases[i].kind,
+		       cases[i].path, cases[i].status, (unsigned long long)cases[i].app_error, oks, errors,
+		       cases[i].msg);
+	}
+	for (int i = 0; i < n_cases; i++) {
+		if (!cases[i].batch || cases[i].bundle)
 			continue;
 		int sends, haves, errors;
 		batch_answers(&cases[i], &sends, &haves, &errors);

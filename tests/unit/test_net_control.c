@@ -112,7 +112,9 @@ static void test_round_trips(void)
 	ROUND_TRIP(m);
 	m->u.hello.caps = NET_CAP_ASK_BATCH;
 	ROUND_TRIP(m);
-	m->u.hello.caps = NET_CAP_QUIC_V1 | NET_CAP_QUICK_CHECK | NET_CAP_ASK_BATCH;
+	m->u.hello.caps = NET_CAP_QUIC_V1 | NET_CAP_QUICK_CHECK | NET_CAP_ASK_BATCH | NET_CAP_BUNDLE;
+	ROUND_TRIP(m);
+	m->u.hello.caps = NET_CAP_BUNDLE;
 	ROUND_TRIP(m);
 
 	m = fresh(NET_CTL_HELLO_ACK);

@@ -80,7 +80,7 @@ enum chunking { CH_WHOLE, CH_BYTE, CH_RANDOM };
 
 struct result {
 	int rc; /* first negative feed return, else finish's return */
-	int metas, ends, datas, batches;
+	int metas, ends, datas, batches, bundles;
 	size_t fail_at; /* bytes offered before the failing feed call began */
 	struct net_stream_meta meta;
 	uint8_t *data;
@@ -143,6 +143,9 @@ static void decode(const uint8_t *in, size_t n, enum chunking ch, struct result 
 				break;
 			case NET_STREAM_EV_BATCH:
 				r->batches++;
+				break;
+			case NET_STREAM_EV_BUNDLE:
+				r->bundles++;
 				break;
 			case NET_STREAM_EV_NONE:
 				break;
@@ -635,7 +638,7 @@ static void test_framing_errors(void)
 
 	/* unknown flags, found as soon as the header is in */
 	{
-		const uint32_t bad[] = {1u << 6, 1u << 31, NET_STREAM_F_BATCH | NET_STREAM_F_ASK,
+		const uint32_t bad[] = {1u << 7, 1u << 31, NET_STREAM_F_BATCH | NET_STREAM_F_ASK,
 		                        NET_STREAM_F_BATCH | NET_STREAM_F_DIR};
 		for (int i = 0; i < 4; i++) {
 			n = raw_header(buf, 9, bad[i]);
@@ -840,6 +843,54 @@ static void test_batch(void)
 	/* a symlink's target of impossible length */
 	meta_set(&m, 6, NET_STREAM_F_ASK | NET_STREAM_F_SYMLINK, "l", NET_STREAM_MAX_PATH + 1);
 	CHECK_EQ(net_stream_batch_entry_encode(&m, buf, sizeof(buf)), -EINVAL);
+	free(d);
+
+	/* a bundle: its header, then whole entries back to back; each entry's decoder takes no more than
+	 * its trailer, and refuses what a bundle may not hold */
+	d = malloc(sizeof(*d));
+	net_stream_bundle_encode(buf);
+	CHECK(buf[7] == NET_STREAM_F_BUNDLE);
+	decode(buf, 8, CH_BYTE, &r);
+	CHECK_EQ(r.bundles, 1);
+	result_free(&r);
+	{
+		size_t n1, n2;
+		meta_set(&m, 1, 0, "a", 3);
+		n1 = build_stream(&m, (const uint8_t *)"abc", buf, sizeof(buf));
+		meta_set(&m, 2, NET_STREAM_F_SYMLINK, "l", 2);
+		n2 = build_stream(&m, (const uint8_t *)"tg", buf + n1, sizeof(buf) - n1);
+		net_stream_dec_init_bundle_entry(d);
+		size_t at = 0;
+		int ends = 0;
+		while (at < n1 + n2) {
+			ssize_t c = net_stream_dec_feed(d, buf + at, n1 + n2 - at, &ev, &err);
+			CHECK(c > 0);
+			if (c <= 0)
+				break;
+			at += (size_t)c;
+			if (ev.kind == NET_STREAM_EV_END) {
+				ends++;
+				CHECK_EQ(at, ends == 1 ? n1 : n1 + n2); /* (the next entry's bytes left alone) */
+				net_stream_dec_init_bundle_entry(d);
+			}
+		}
+		CHECK_EQ(ends, 2);
+		CHECK(net_stream_dec_idle(d));
+	}
+	{
+		const uint32_t bad[] = {NET_STREAM_F_DIR, NET_STREAM_F_ASK, NET_STREAM_F_RANGE, NET_STREAM_F_BUNDLE};
+		for (int i = 0; i < 4; i++) {
+			raw_header(buf, 5, bad[i]);
+			net_stream_dec_init_bundle_entry(d);
+			CHECK_EQ(net_stream_dec_feed(d, buf, 8, &ev, &err), -EPROTO);
+			CHECK(strstr(err.msg, "bundle") != NULL);
+		}
+	}
+	meta_set(&m, 7, 0, "big", NET_STREAM_BUNDLE_FILE_MAX + 1);
+	k = net_stream_meta_encode(&m, buf, sizeof(buf));
+	net_stream_dec_init_bundle_entry(d);
+	CHECK_EQ(net_stream_dec_feed(d, buf, (size_t)k, &ev, &err), -EPROTO);
+	CHECK(strstr(err.msg, "larger than 256 KiB") != NULL);
 	free(d);
 
 	/* the answers: an ack's length, to split HAVE + ack from what follows */
