@@ -499,6 +499,12 @@ static void big_end(struct rcv_job *j, struct io_meta *im)
 	queue_ack(j, NET_STREAM_OK, NULL);
 }
 
+/* The ack status for what the decoder refused: a path it could not take, or framing. */
+static uint8_t dec_status(ssize_t rc)
+{
+	return rc == -ENAMETOOLONG || rc == -EINVAL ? NET_STREAM_EBADPATH : NET_STREAM_EPROTO;
+}
+
 /* Counts a failed entry and tells the client (control channel) and the log (stderr). */
 static void report(struct receiver *r, const char *file, int64_t sid, uint8_t status, const char *msg)
 {
@@ -947,8 +953,7 @@ static void batch_feed(struct rcv_job *j, const uint8_t *data, size_t len, int f
 		struct qs_err e = {0};
 		ssize_t used = net_stream_dec_feed(&b->dec, data, len, &ev, &e);
 		if (used < 0) {
-			uint8_t st = used == -ENAMETOOLONG || used == -EINVAL ? NET_STREAM_EBADPATH
-			                                                      : NET_STREAM_EPROTO;
+			uint8_t st = dec_status(used);
 			snprintf(msg, sizeof(msg), "bad stream from sender: %s", e.msg);
 			batch_refuse(j, st, msg);
 			batch_end(j);
@@ -1038,8 +1043,7 @@ static void bundle_feed(struct rcv_job *j, const uint8_t *data, size_t len, int 
 		struct qs_err e = {0};
 		ssize_t used = net_stream_dec_feed(&c->dec, data, len, &ev, &e);
 		if (used < 0) {
-			uint8_t st = used == -ENAMETOOLONG || used == -EINVAL ? NET_STREAM_EBADPATH
-			                                                      : NET_STREAM_EPROTO;
+			uint8_t st = dec_status(used);
 			snprintf(msg, sizeof(msg), "bad stream from sender: %s", e.msg);
 			if (!c->finished)
 				job_fail(c, st, msg);
@@ -1162,8 +1166,7 @@ static int rcv_recv(void *ctx, int64_t sid, void **user, const uint8_t *data, si
 		struct qs_err e = {0};
 		ssize_t used = net_stream_dec_feed(&j->dec, data, len, &ev, &e);
 		if (used < 0) {
-			uint8_t st = used == -ENAMETOOLONG || used == -EINVAL ? NET_STREAM_EBADPATH
-			                                                      : NET_STREAM_EPROTO;
+			uint8_t st = dec_status(used);
 			snprintf(msg, sizeof(msg), "bad stream from sender: %s", e.msg);
 			job_fail(j, st, msg);
 			break;

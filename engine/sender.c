@@ -882,6 +882,56 @@ void sender_lane_ring_free(struct snd_lane *l)
 	l->n_rfree = 0;
 }
 
+/* A stream was opened on l (an entry's, a batch's or a bundle's). */
+static void opened(struct snd_lane *l)
+{
+	l->in_flight++;
+	add(&l->streams_opened, 1);
+	add(&l->c.in_flight, 1);
+	if (on_ssh(l))
+		add(&l->c.streams_sent_ssh, 1);
+}
+
+/* e is finished with (confirmed or failed, its counters updated): it goes. */
+static void done_with(struct snd_lane *l, struct snd_entry *e)
+{
+	entry_free(e);
+	atomic_fetch_sub_explicit(&l->s->remaining, 1, memory_order_release);
+}
+
+/* e failed for good: reported, counted, and it goes. */
+static void give_up(struct snd_lane *l, struct snd_entry *e, const char *why)
+{
+	add(&l->c.files_failed, 1);
+	engine_emit(l->s->o, ENGINE_EV_FILE_ERROR, e->rel[0] ? e->rel : ".", why, NULL);
+	done_with(l, e);
+}
+
+/* Moves what fits of data[0..*len) into buf (holding *have of cap bytes); returns how much it took. */
+static size_t gather(uint8_t *buf, size_t cap, size_t *have, const uint8_t *data, size_t len)
+{
+	size_t k = cap - *have;
+	if (k > len)
+		k = len;
+	memcpy(buf + *have, data, k);
+	*have += k;
+	return k;
+}
+
+/* A batch's or bundle's stream ended (what its entries needed is done): the lane's counts. all: every
+ * entry was answered; msg: the receiver broke the protocol after that, which what names. */
+static void group_closed(struct snd_lane *l, bool all, const char *msg, const char *what)
+{
+	if (all && msg[0]) { /* no file to blame, but the run must not look clean */
+		add(&l->c.files_failed, 1);
+		engine_emit(l->s->o, ENGINE_EV_FILE_ERROR, what, msg, NULL);
+	} else if (all && !on_ssh(l)) {
+		add(&l->c.streams_done_quic, 1);
+	}
+	l->in_flight--;
+	atomic_fetch_sub_explicit(&l->c.in_flight, 1, memory_order_relaxed);
+}
+
 /* ---- batches of questions ---- */
 
 /* A small regular file that would ask on a stream of its own asks in a batch instead, and so does a
@@ -968,11 +1018,7 @@ static int batch_flush(struct snd_lane *l, struct qs_err *err)
 			return 1;
 		return qs_err_set(err, rc, "cannot open a stream: %s", strerror(-rc));
 	}
-	l->in_flight++;
-	add(&l->streams_opened, 1);
-	add(&l->c.in_flight, 1);
-	if (on_ssh(l))
-		add(&l->c.streams_sent_ssh, 1);
+	opened(l);
 	return 0;
 }
 
@@ -1069,11 +1115,7 @@ static int bundle_flush(struct snd_lane *l, struct qs_err *err)
 			return none ? 0 : 1;
 		return qs_err_set(err, rc, "cannot open a stream: %s", strerror(-rc));
 	}
-	l->in_flight++;
-	add(&l->streams_opened, 1);
-	add(&l->c.in_flight, 1);
-	if (on_ssh(l))
-		add(&l->c.streams_sent_ssh, 1);
+	opened(l);
 	return 0;
 }
 
@@ -1168,11 +1210,7 @@ int sender_pump(struct snd_lane *l, struct qs_err *err)
 		 * the start, so a large file's ranges stay stealable (and its first answer settles all). */
 		if (!j->ask || e->big)
 			owe(j);
-		l->in_flight++;
-		add(&l->streams_opened, 1);
-		add(&l->c.in_flight, 1);
-		if (on_ssh(l))
-			add(&l->c.streams_sent_ssh, 1);
+		opened(l);
 	}
 	/* what has gathered goes now: nothing more to go with it for the moment */
 	struct qs_err ferr = {0};
@@ -1259,13 +1297,8 @@ static ssize_t batch_fill(struct snd_batch *b, uint8_t *buf, size_t cap, int *fi
 static int batch_recv(struct snd_batch *b, const uint8_t *data, size_t len, int fin)
 {
 	struct snd_lane *l = b->l;
-	struct sender *s = l->s;
 	while (len > 0) {
-		size_t k = sizeof(b->ans) - b->ans_len;
-		if (k > len)
-			k = len;
-		memcpy(b->ans + b->ans_len, data, k);
-		b->ans_len += k;
+		size_t k = gather(b->ans, sizeof(b->ans), &b->ans_len, data, len);
 		data += k;
 		len -= k;
 		size_t at = 0;
@@ -1280,13 +1313,8 @@ static int batch_recv(struct snd_batch *b, const uint8_t *data, size_t len, int 
 			if (v == NET_STREAM_VERDICT_SEND) {
 				b->e[b->answered++] = NULL;
 				e->asked = true;
-				if (give(l, e) < 0) {
-					add(&l->c.files_failed, 1);
-					engine_emit(s->o, ENGINE_EV_FILE_ERROR, e->rel, "out of memory",
-					            NULL);
-					entry_free(e);
-					atomic_fetch_sub_explicit(&s->remaining, 1, memory_order_release);
-				}
+				if (give(l, e) < 0)
+					give_up(l, e, "out of memory");
 				at++;
 				continue;
 			}
@@ -1313,13 +1341,11 @@ static int batch_recv(struct snd_batch *b, const uint8_t *data, size_t len, int 
 			b->e[b->answered++] = NULL;
 			if (status == NET_STREAM_OK) {
 				confirm(l, e, true);
+				done_with(l, e);
 			} else {
-				add(&l->c.files_failed, 1);
-				engine_emit(s->o, ENGINE_EV_FILE_ERROR, e->rel, msg, NULL);
 				snprintf(b->last, sizeof(b->last), "%s", msg);
+				give_up(l, e, msg);
 			}
-			entry_free(e);
-			atomic_fetch_sub_explicit(&s->remaining, 1, memory_order_release);
 			at += 1 + (size_t)n;
 		}
 		memmove(b->ans, b->ans + at, b->ans_len - at);
@@ -1350,21 +1376,9 @@ static void batch_closed(struct snd_batch *b, uint64_t app_error)
 		else
 			snprintf(m, sizeof(m), "stream closed before the receiver answered (code %llu)",
 			         (unsigned long long)app_error);
-		add(&l->c.files_failed, 1);
-		engine_emit(s->o, ENGINE_EV_FILE_ERROR, e->rel, m, NULL);
-		entry_free(e);
-		atomic_fetch_sub_explicit(&s->remaining, 1, memory_order_release);
+		give_up(l, e, m);
 	}
-	if (b->answered == b->n && b->msg[0]) {
-		/* every question was answered and then the receiver broke the protocol (more answers):
-		 * no file to blame, but the run must not look clean */
-		add(&l->c.files_failed, 1);
-		engine_emit(s->o, ENGINE_EV_FILE_ERROR, "(a batch of questions)", b->msg, NULL);
-	} else if (b->answered == b->n && !on_ssh(l)) {
-		add(&l->c.streams_done_quic, 1);
-	}
-	l->in_flight--;
-	atomic_fetch_sub_explicit(&l->c.in_flight, 1, memory_order_relaxed);
+	group_closed(l, b->answered == b->n, b->msg, "(a batch of questions)");
 	batch_free(b);
 }
 
@@ -1421,13 +1435,8 @@ static ssize_t bundle_fill(struct snd_bundle *b, uint8_t *buf, size_t cap, int *
 static int bundle_recv(struct snd_bundle *b, const uint8_t *data, size_t len, int fin)
 {
 	struct snd_lane *l = b->l;
-	struct sender *s = l->s;
 	while (len > 0) {
-		size_t k = sizeof(b->ans) - b->ans_len;
-		if (k > len)
-			k = len;
-		memcpy(b->ans + b->ans_len, data, k);
-		b->ans_len += k;
+		size_t k = gather(b->ans, sizeof(b->ans), &b->ans_len, data, len);
 		data += k;
 		len -= k;
 		size_t at = 0;
@@ -1456,12 +1465,10 @@ static int bundle_recv(struct snd_bundle *b, const uint8_t *data, size_t len, in
 			l->bundled--;
 			if (status == NET_STREAM_OK) {
 				confirm(l, e, false);
+				done_with(l, e);
 			} else {
-				add(&l->c.files_failed, 1);
-				engine_emit(s->o, ENGINE_EV_FILE_ERROR, e->rel, msg, NULL);
+				give_up(l, e, msg);
 			}
-			entry_free(e);
-			atomic_fetch_sub_explicit(&s->remaining, 1, memory_order_release);
 			at += (size_t)n;
 		}
 		memmove(b->ans, b->ans + at, b->ans_len - at);
@@ -1510,21 +1517,9 @@ static void bundle_closed(struct snd_bundle *b, uint64_t app_error)
 			snprintf(m, sizeof(m), "stream closed before the receiver confirmed it (code %llu)",
 			         (unsigned long long)app_error);
 		}
-		add(&l->c.files_failed, 1);
-		engine_emit(s->o, ENGINE_EV_FILE_ERROR, e->rel[0] ? e->rel : ".", m, NULL);
-		entry_free(e);
-		atomic_fetch_sub_explicit(&s->remaining, 1, memory_order_release);
+		give_up(l, e, m);
 	}
-	if (b->acked == b->n && b->msg[0]) {
-		/* every entry was acked and then the receiver broke the protocol (more acks): no file
-		 * to blame, but the run must not look clean */
-		add(&l->c.files_failed, 1);
-		engine_emit(s->o, ENGINE_EV_FILE_ERROR, "(a bundle)", b->msg, NULL);
-	} else if (b->acked == b->n && !on_ssh(l)) {
-		add(&l->c.streams_done_quic, 1);
-	}
-	l->in_flight--;
-	atomic_fetch_sub_explicit(&l->c.in_flight, 1, memory_order_relaxed);
+	group_closed(l, b->acked == b->n, b->msg, "(a bundle)");
 	free(b);
 }
 

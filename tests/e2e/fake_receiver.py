@@ -71,6 +71,14 @@ if '"quick_check":true' not in start.replace(" ", ""):
     note("no quick_check asked for")
 frame(0, 0, json.dumps({"type": "sync_ready", "existing": not mode.startswith("bundle-")}).encode())
 
+# (frame kind, payload) for a batch's or bundle's sid: kind 2 ends the stream
+GROUP_ANSWERS = {
+    "batch-badverdict": lambda sid: (1, sid, b"X"),
+    "batch-extra": lambda sid: (2, sid, b"H\x00\x00" * 257),
+    "batch-badack": lambda sid: (2, sid, b"H\x09\x00"),
+    "bundle-early": lambda sid: (2, sid, b"\x00\x00" * 300),
+    "bundle-badack": lambda sid: (2, sid, b"\x09\x00"),
+}
 answered = set()
 while True:
     kind = readn(1)[0]
@@ -81,25 +89,12 @@ while True:
     if kind == 0:
         note("ctl " + data.decode(errors="replace"))
         continue
-    batch = data[:8] == b"\0\0\0\0\0\0\0\x20"  # a batch's header: file_id 0, flags BATCH
-    if kind in (1, 2) and sid not in answered and mode.startswith("batch-") and batch:
+    # the first batch (flags 0x20) or bundle (0x40) header, file_id 0, gets the mode's hostile answer
+    header = {"batch-": b"\0\0\0\0\0\0\0\x20", "bundle-": b"\0\0\0\0\0\0\0\x40"}
+    group = next((g for g in header if mode.startswith(g)), None)
+    if kind in (1, 2) and sid not in answered and group and data[:8] == header[group]:
         answered.add(sid)
-        if mode == "batch-badverdict":
-            frame(1, sid, b"X")
-        elif mode == "batch-extra":
-            frame(2, sid, b"H\x00\x00" * 257)
-        elif mode == "batch-badack":
-            frame(2, sid, b"H\x09\x00")
-        time.sleep(2)
-        note("hanging up")
-        sys.exit(0)
-    bundle = data[:8] == b"\0\0\0\0\0\0\0\x40"  # a bundle's header: file_id 0, flags BUNDLE
-    if kind in (1, 2) and sid not in answered and mode.startswith("bundle-") and bundle:
-        answered.add(sid)
-        if mode == "bundle-early":
-            frame(2, sid, b"\x00\x00" * 300)
-        elif mode == "bundle-badack":
-            frame(2, sid, b"\x09\x00")
+        frame(*GROUP_ANSWERS[mode](sid))
         time.sleep(2)
         note("hanging up")
         sys.exit(0)

@@ -870,7 +870,8 @@ static void test_batch(void)
 			at += (size_t)c;
 			if (ev.kind == NET_STREAM_EV_END) {
 				ends++;
-				CHECK_EQ(at, ends == 1 ? n1 : n1 + n2); /* (the next entry's bytes left alone) */
+				CHECK_EQ(at,
+				         ends == 1 ? n1 : n1 + n2); /* (the next entry's bytes left alone) */
 				net_stream_dec_init_bundle_entry(d);
 			}
 		}
@@ -878,7 +879,8 @@ static void test_batch(void)
 		CHECK(net_stream_dec_idle(d));
 	}
 	{
-		const uint32_t bad[] = {NET_STREAM_F_DIR, NET_STREAM_F_ASK, NET_STREAM_F_RANGE, NET_STREAM_F_BUNDLE};
+		const uint32_t bad[] = {NET_STREAM_F_DIR, NET_STREAM_F_ASK, NET_STREAM_F_RANGE,
+		                        NET_STREAM_F_BUNDLE};
 		for (int i = 0; i < 4; i++) {
 			raw_header(buf, 5, bad[i]);
 			net_stream_dec_init_bundle_entry(d);
