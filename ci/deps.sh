@@ -9,7 +9,7 @@ PKGS=(
   liburing-dev libjsmn-dev libhwloc-dev libxxhash-dev
   openssh-server openssh-client rsync xxhash
   python3 iproute2 iputils-ping nftables
-  hyperfine iperf3 gnuplot-nox time
+  hyperfine iperf3 gnuplot-nox time linux-perf
 )
 
 missing=()

@@ -163,6 +163,13 @@ static int hello(struct client *cl, struct qs_err *err)
 	cl->quick_check = (m->u.hello.caps & NET_CAP_QUICK_CHECK) && !cl->o->ignore_times;
 	cl->snd.ask_batch = cl->quick_check && (m->u.hello.caps & NET_CAP_ASK_BATCH);
 	cl->snd.bundle = m->u.hello.caps & NET_CAP_BUNDLE;
+	if (cl->o->do_fsync && !(m->u.hello.caps & NET_CAP_FSYNC)) {
+		/* an older peer would take the option and ignore it: refuse rather than promise */
+		qs_err_set(err, -ENOTSUP,
+		           "the peer's qsync cannot fsync what it receives (--fsync): "
+		           "update qsync there, or leave --fsync out");
+		return ENGINE_EXIT_START;
+	}
 	return ENGINE_EXIT_OK;
 }
 
@@ -289,6 +296,7 @@ static int sync_start(struct client *cl, enum net_ctl_path path, struct qs_err *
 	m->u.sync_start.single_file = cl->snd.single_file;
 	m->u.sync_start.data_path = path;
 	m->u.sync_start.quick_check = cl->quick_check;
+	m->u.sync_start.fsync = o->do_fsync;
 	return net_ctl_send(cl->ctl, m, err);
 }
 

@@ -1319,6 +1319,7 @@ int receiver_open(struct receiver *r, const struct net_ctl_sync_start *ss, struc
 	r->times = ss->preserve_timestamps;
 	r->owner = ss->preserve_owner;
 	r->group = ss->preserve_group;
+	r->do_fsync = ss->fsync;
 	r->rootfd = -1;
 	if (len == 0)
 		return qs_err_set(err, -EINVAL, "empty destination path");

@@ -427,7 +427,8 @@ int engine_server_session(struct net_ctl_chan *c, const struct engine_addrs *add
 	memset(m, 0, sizeof(*m));
 	m->type = NET_CTL_HELLO_ACK;
 	snprintf(m->u.hello.version, sizeof(m->u.hello.version), "%s", NET_CTL_PROTO_VERSION);
-	m->u.hello.caps = NET_CAP_QUIC_V1 | NET_CAP_QUICK_CHECK | NET_CAP_ASK_BATCH | NET_CAP_BUNDLE;
+	m->u.hello.caps =
+	    NET_CAP_QUIC_V1 | NET_CAP_QUICK_CHECK | NET_CAP_ASK_BATCH | NET_CAP_BUNDLE | NET_CAP_FSYNC;
 	m->u.hello.quic_available = true;
 	m->u.hello.max_streams = p->max_streams;
 	if (net_ctl_send(c, m, err) < 0)

@@ -736,6 +736,8 @@ static int parse_caps(const struct pctx *p, int obj, uint32_t *caps)
 				*caps |= NET_CAP_ASK_BATCH;
 			else if (strcmp(buf, "bundle") == 0)
 				*caps |= NET_CAP_BUNDLE;
+			else if (strcmp(buf, "fsync") == 0)
+				*caps |= NET_CAP_FSYNC;
 		}
 		i = skip(p->tok, p->ntok, i);
 	}
@@ -874,7 +876,8 @@ static int parse_sync_start(struct pctx *p, struct net_ctl_sync_start *s)
 	    (rc = get_bool(p, o, "preserve_group", &s->preserve_group)) < 0 ||
 	    (rc = get_bool(p, o, "recursive", &s->recursive)) < 0 ||
 	    (rc = get_bool(p, o, "single_file", &s->single_file)) < 0 ||
-	    (rc = get_bool(p, o, "quick_check", &s->quick_check)) < 0)
+	    (rc = get_bool(p, o, "quick_check", &s->quick_check)) < 0 ||
+	    (rc = get_bool(p, o, "fsync", &s->fsync)) < 0)
 		return rc;
 	return 0;
 }
@@ -1175,10 +1178,9 @@ static void emit_caps(struct jw *w, uint32_t caps)
 		uint32_t bit;
 		const char *lit;
 	} names[] = {
-	    {NET_CAP_QUIC_V1, "\"quic-v1\""},
-	    {NET_CAP_QUICK_CHECK, "\"quick-check\""},
-	    {NET_CAP_ASK_BATCH, "\"ask-batch\""},
-	    {NET_CAP_BUNDLE, "\"bundle\""},
+	    {NET_CAP_QUIC_V1, "\"quic-v1\""},     {NET_CAP_QUICK_CHECK, "\"quick-check\""},
+	    {NET_CAP_ASK_BATCH, "\"ask-batch\""}, {NET_CAP_BUNDLE, "\"bundle\""},
+	    {NET_CAP_FSYNC, "\"fsync\""},
 	};
 	bool first = true;
 	jw_raw(w, "[", 1);
@@ -1273,6 +1275,8 @@ ssize_t net_ctl_emit(const struct net_ctl_msg *m, char *buf, size_t cap)
 		jw_bool(&w, "single_file", s->single_file);
 		if (s->quick_check)
 			jw_bool(&w, "quick_check", s->quick_check);
+		if (s->fsync)
+			jw_bool(&w, "fsync", s->fsync);
 		jw_close(&w);
 		break;
 	}

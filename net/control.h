@@ -48,6 +48,7 @@ enum net_ctl_path {
 #define NET_CAP_QUICK_CHECK (1u << 1) /* "quick-check": unchanged files are not sent (sync_ready, ASK) */
 #define NET_CAP_ASK_BATCH   (1u << 2) /* "ask-batch": many files ask on one stream (net/stream.h BATCH) */
 #define NET_CAP_BUNDLE      (1u << 3) /* "bundle": many small files go on one stream (net/stream.h) */
+#define NET_CAP_FSYNC       (1u << 4) /* "fsync": the receiver honours options.fsync */
 
 /* hello / hello-ack. Required: version, capabilities. hello-ack also: quic_available. */
 struct net_ctl_hello {
@@ -95,6 +96,8 @@ struct net_ctl_sync_start {
 	enum net_ctl_path data_path; /* "data_path" (optional, default "quic"); "ssh": frames follow */
 	bool quick_check; /* options.quick_check: skip files the destination has with the same size and
 	                   * mtime (the peer answers sync_ready) */
+	bool fsync;       /* options.fsync: every file (and its directory entry) is on the disk before it
+	                   * is acknowledged; sent only to a peer with the "fsync" capability */
 };
 
 /* sync_ready, peer -> client, after sync_start with quick_check. Optional: existing (default false):

@@ -116,6 +116,11 @@ static void test_round_trips(void)
 	ROUND_TRIP(m);
 	m->u.hello.caps = NET_CAP_BUNDLE;
 	ROUND_TRIP(m);
+	m->u.hello.caps = NET_CAP_FSYNC;
+	ROUND_TRIP(m);
+	m->u.hello.caps =
+	    NET_CAP_QUIC_V1 | NET_CAP_QUICK_CHECK | NET_CAP_ASK_BATCH | NET_CAP_BUNDLE | NET_CAP_FSYNC;
+	ROUND_TRIP(m);
 
 	m = fresh(NET_CTL_HELLO_ACK);
 	snprintf(m->u.hello.version, sizeof(m->u.hello.version), "1.7");
@@ -176,6 +181,10 @@ static void test_round_trips(void)
 	m->u.sync_start.data_path = NET_CTL_PATH_SSH;
 	ROUND_TRIP(m);
 	m->u.sync_start.quick_check = true;
+	ROUND_TRIP(m);
+	m->u.sync_start.fsync = true;
+	ROUND_TRIP(m);
+	m->u.sync_start.quick_check = false;
 	ROUND_TRIP(m);
 
 	m = fresh(NET_CTL_DATA_PATH);

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# --fsync through a real OpenSSH sshd: the receiving qsync flushes every file it puts in place, on the
+# QUIC path and on the SSH-only path, for files sent alone, in bundles and in ranges. What is counted is
+# the kernel's own ext4 fsync tracepoint in the receiving process (perf stat follows its threads and the
+# io_uring workers it starts), so the count holds whichever way the flush is issued. Without --fsync the
+# receiver flushes nothing; a peer that does not offer "fsync" is refused, not trusted to do it.
+set -euo pipefail
+source "$QS_FIXTURES/sshd.sh"
+source "$QS_FIXTURES/tree.sh"
+
+fail=0
+check() { if "$@"; then echo "PASS: $*"; else echo "FAIL: $*"; fail=1; fi; }
+work=$(mktemp -d /tmp/qs-e2e-fsync.XXXXXX)
+qs_cleanup_add "rm -rf '$work'"
+me=$(id -un)
+field() { python3 -c 'import json,sys
+ev=[json.loads(l) for l in open(sys.argv[2]) if l.startswith("{")]
+print([e for e in ev if e.get("event")=="summary"][-1][sys.argv[1]])' "$1" "$2"; }
+
+# The fsyncs must land on ext4 for the tracepoint to count them.
+check test "$(stat -f -c %T "$work")" = ext2/ext3
+perf stat -x, -e ext4:ext4_sync_file_enter -o "$work/probe.perf" -- true
+check grep -q 'ext4:ext4_sync_file_enter' "$work/probe.perf"
+
+# The remote qsync, counted: the wrapper is what --remote-path runs (sshd gives it no environment of
+# ours, so the count goes to one fixed file, moved aside after each run).
+printf '#!/bin/sh\nexec perf stat -x, -e ext4:ext4_sync_file_enter -o %q -- %q "$@"\n' \
+	"$work/remote.perf" "$QSYNC_BIN" >"$work/counted"
+chmod +x "$work/counted"
+fsyncs() { awk -F, '/ext4_sync_file_enter/ {print $1}' "$1"; }
+
+sshd_start
+make_sample_tree "$work/src" 300 40 # small files in bundles, edge sizes alone, 40 MiB in ranges
+files=$(find "$work/src" -type f | wc -l)
+echo "regular files: $files"
+
+run() { # NAME ARGS...: push src to dst-NAME with the counted receiver
+	local name=$1
+	shift
+	"$QSYNC_BIN" -a --json "$@" -e "$QS_RSH" --remote-path "$work/counted" \
+		"$work/src/" "$me@127.0.0.1:$work/dst-$name/" >"$work/$name.json" 2>"$work/$name.err"
+}
+for path in quic ssh; do
+	extra=()
+	[ "$path" = ssh ] && extra=(--no-quic)
+	rm -f "$work/remote.perf"
+	check run "plain-$path" "${extra[@]}"
+	mv "$work/remote.perf" "$work/plain-$path.perf"
+	rm -f "$work/remote.perf"
+	check run "fsync-$path" --fsync "${extra[@]}"
+	mv "$work/remote.perf" "$work/fsync-$path.perf"
+	check tree_compare "$work/src" "$work/dst-plain-$path"
+	check tree_compare "$work/src" "$work/dst-fsync-$path"
+	check test "$(field files_failed "$work/fsync-$path.json")" = 0
+	echo "-- $path: $(fsyncs "$work/plain-$path.perf") fsyncs without --fsync," \
+		"$(fsyncs "$work/fsync-$path.perf") with it, for $files files"
+	check test "$(fsyncs "$work/plain-$path.perf")" -eq 0
+	check test "$(fsyncs "$work/fsync-$path.perf")" -ge "$files"
+done
+
+# A peer without the "fsync" capability (the stand-in below offers the quick check only) is refused
+# before anything is sent, with a message that says why.
+here=$(cd "$(dirname "$0")" && pwd)
+printf '#!/bin/sh\nexec python3 %q badverdict %q\n' "$here/fake_receiver.py" "$work/fake.log" >"$work/fake"
+chmod +x "$work/fake"
+set +e
+timeout 60 "$QSYNC_BIN" -a --fsync --timeout 5 -e "$QS_RSH" --remote-path "$work/fake" "$work/src/" \
+	"$me@127.0.0.1:$work/dst-fake/" >"$work/fake.out" 2>"$work/fake.err"
+rc=$?
+set -e
+echo "-- old peer: exit $rc: $(cat "$work/fake.err")"
+check test "$rc" -ne 0
+check test "$rc" -ne 124
+check grep -q 'cannot fsync' "$work/fake.err"
+check test ! -e "$work/dst-fake"
+exit $fail
