@@ -5,6 +5,7 @@
  * times are applied last, deepest first, so writing into them cannot disturb them. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,7 +51,15 @@ struct rcv_job {
 	bool commit_waiting; /* the stream is complete; its commit waits for its writes */
 	bool dead;           /* the stream has ended; the job goes when its writes are done */
 	struct rcv_batch *batch; /* a batch of questions (NET_STREAM_F_BATCH), not an entry */
+	/* --fsync on the lane's ring: the file's fsync, then (once it is in place) its directory's, each
+	 * on an io-wq worker while the lane goes on; many files flushing at once share the file system's
+	 * journal commits, where one after the other on the lane each would wait for its own. */
+	struct io_ring_op flush_op;
+	uint8_t flushing; /* FLUSH_FILE or FLUSH_DIR while flush_op is on the ring (counted in writes) */
+	bool in_bundle;   /* an entry of a bundle: put in place at once, flushed or not */
 };
+
+enum { FLUSH_NONE, FLUSH_FILE, FLUSH_DIR };
 
 /* A batch of questions: every entry is answered in order, into out (sent from j->ack_off on). Its size
  * is bounded by the entries a batch may hold, each answer at most a verdict and an ack. */
@@ -790,6 +799,98 @@ static void commit(struct rcv_job *j)
 	job_continue(j); /* at once, or when the last write on the ring is done */
 }
 
+/* The entry is in place: counted, and its ack goes back. */
+static void commit_done(struct rcv_job *j)
+{
+	struct receiver *r = j->r;
+	char qb[IO_QUOTE_MAX];
+	j->finished = true;
+	atomic_fetch_add_explicit(&r->ok, 1, memory_order_relaxed);
+	if (j->single_claim) {
+		pthread_mutex_lock(&r->lock);
+		r->single_done = j->dec.meta.file_id + 1u;
+		pthread_mutex_unlock(&r->lock);
+	}
+	if (r->verbose > 1)
+		fprintf(stderr, "qsync: receiver: %s\n", qp(j->path[0] ? j->path : ".", qb));
+	queue_ack(j, NET_STREAM_OK, NULL);
+}
+
+static void flush_done(struct io_ring_op *op, int res);
+
+/* Puts fd's fsync on the lane's ring. False when the ring cannot take it now: flush at once then. */
+static bool flush_start(struct rcv_job *j, int fd, uint8_t stage)
+{
+	struct rcv_lane *l = j->l;
+	j->flush_op.done = flush_done;
+	if (!l->ring)
+		return false;
+	if (!l->flush_workers) { /* (on the lane's thread: the limit is the submitting thread's) */
+		(void)io_ring_workers(l->ring, RCV_FLUSH_WORKERS);
+		l->flush_workers = true;
+	}
+	if (io_ring_fsync(l->ring, &j->flush_op, fd) < 0)
+		return false;
+	j->flushing = stage;
+	j->writes++;
+	return true;
+}
+
+static void flushed_dir(struct rcv_job *j, int res)
+{
+	char msg[NET_STREAM_MAX_ACK_MSG], qb[IO_QUOTE_MAX];
+	io_wfile_abort(&j->wf); /* (the file is in place: this lets go of its directory) */
+	j->wf_open = false;
+	if (res < 0) {
+		snprintf(msg, sizeof(msg), "cannot finish \"%s\": cannot fsync its directory: %s",
+		         qp(j->path, qb), strerror(-res));
+		job_fail(j, NET_STREAM_EIO, msg);
+		return;
+	}
+	atomic_fetch_add_explicit(&j->r->bytes, j->dec.meta.size, memory_order_relaxed);
+	commit_done(j);
+}
+
+/* The file's content is on the disk: it gets its name, and then its directory is flushed. */
+static void flushed_file(struct rcv_job *j, int res)
+{
+	char msg[NET_STREAM_MAX_ACK_MSG], qb[IO_QUOTE_MAX];
+	struct qs_err e = {0};
+	if (res < 0) {
+		io_wfile_abort(&j->wf);
+		j->wf_open = false;
+		snprintf(msg, sizeof(msg), "cannot finish \"%s\": cannot fsync it: %s", qp(j->path, qb),
+		         strerror(-res));
+		job_fail(j, NET_STREAM_EIO, msg);
+		return;
+	}
+	if (io_wfile_place(&j->wf, &e) < 0) {
+		j->wf_open = false;
+		snprintf(msg, sizeof(msg), "cannot finish \"%s\": %s", qp(j->path, qb), e.msg);
+		job_fail(j, NET_STREAM_EIO, msg);
+		return;
+	}
+	if (!flush_start(j, j->wf.dirfd, FLUSH_DIR))
+		flushed_dir(j, fsync(j->wf.dirfd) < 0 ? -errno : 0);
+}
+
+/* An fsync on the ring is done (on the lane's thread). A job given up on meanwhile (the stream reset,
+ * the connection gone) only goes: its file, unnamed or already in place, is left as it is now. */
+static void flush_done(struct io_ring_op *op, int res)
+{
+	struct rcv_job *j = (struct rcv_job *)((char *)op - offsetof(struct rcv_job, flush_op));
+	uint8_t stage = j->flushing;
+	j->flushing = FLUSH_NONE;
+	j->writes--;
+	if (!j->finished) {
+		if (stage == FLUSH_FILE)
+			flushed_file(j, res);
+		else
+			flushed_dir(j, res);
+	}
+	job_continue(j);
+}
+
 /* Every byte of the stream is on the disk (or was refused): put the entry in place. */
 static void commit_now(struct rcv_job *j)
 {
@@ -829,6 +930,18 @@ static void commit_now(struct rcv_job *j)
 			job_fail(j, NET_STREAM_EIO, msg);
 			return;
 		}
+		if (r->do_fsync && j->l->ring && !j->in_bundle) {
+			/* flushed on the ring, put in place when that is done (flushed_file) */
+			if (io_wfile_prepare(&j->wf, &im, &e) < 0) {
+				j->wf_open = false;
+				snprintf(msg, sizeof(msg), "cannot finish \"%s\": %s", qp(j->path, qb),
+				         e.msg);
+				job_fail(j, NET_STREAM_EIO, msg);
+			} else if (!flush_start(j, j->wf.fd, FLUSH_FILE)) {
+				flushed_file(j, fsync(j->wf.fd) < 0 ? -errno : 0);
+			}
+			return;
+		}
 		rc = io_wfile_commit(&j->wf, &im, r->do_fsync, &e);
 		j->wf_open = false;
 		if (rc < 0) {
@@ -838,16 +951,7 @@ static void commit_now(struct rcv_job *j)
 		}
 		atomic_fetch_add_explicit(&r->bytes, m->size, memory_order_relaxed);
 	}
-	j->finished = true;
-	atomic_fetch_add_explicit(&r->ok, 1, memory_order_relaxed);
-	if (j->single_claim) {
-		pthread_mutex_lock(&r->lock);
-		r->single_done = j->dec.meta.file_id + 1u;
-		pthread_mutex_unlock(&r->lock);
-	}
-	if (r->verbose > 1)
-		fprintf(stderr, "qsync: receiver: %s\n", qp(j->path[0] ? j->path : ".", qb));
-	queue_ack(j, NET_STREAM_OK, NULL);
+	commit_done(j);
 }
 
 /* ---- batches of questions ---- */
@@ -1037,6 +1141,7 @@ static void bundle_feed(struct rcv_job *j, const uint8_t *data, size_t len, int 
 				return;
 			}
 			net_stream_dec_init_bundle_entry(&b->cur->dec);
+			b->cur->in_bundle = true;
 		}
 		struct rcv_job *c = b->cur;
 		struct net_stream_ev ev;

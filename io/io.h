@@ -125,6 +125,13 @@ int io_wfile_pwrite(struct io_wfile *w, const void *buf, size_t len, uint64_t of
  * was). */
 int io_wfile_commit(struct io_wfile *w, const struct io_meta *meta, bool do_fsync, struct qs_err *err);
 
+/* io_wfile_commit in its phases, for a caller that flushes on a ring (io_ring_fsync) between them:
+ * io_wfile_prepare applies meta; then w->fd may be flushed; io_wfile_place puts the file in place (and
+ * closes w->fd); then w->dirfd may be flushed; io_wfile_abort lets go of the directory. Each phase
+ * returns 0, or a negative errno with err after aborting w as io_wfile_commit does. */
+int io_wfile_prepare(struct io_wfile *w, const struct io_meta *meta, struct qs_err *err);
+int io_wfile_place(struct io_wfile *w, struct qs_err *err);
+
 /* The quick check, as rsync's: is rel (beneath dc's root) already a regular file of this size and
  * mtime? Returns 1 when it is, after applying what fix asks for that differs (owner with set_owner,
  * permission bits with set_mode; mtime needs nothing), 0 when it must be sent (absent, another type,
@@ -192,6 +199,16 @@ int io_ring_register(struct io_ring *r, const struct iovec *bufs, unsigned n);
  * kernel queues them itself. Same rules for fd and buf as a write. Returns 0 or -EBUSY. */
 int io_ring_read(struct io_ring *r, struct io_ring_op *op, int fd, void *buf, size_t len, uint64_t off,
                  int buf_index);
+
+/* Submits an fsync of fd (always run by an io-wq worker: it blocks until the disk has the data, and
+ * many in flight at once share the file system's journal commits). done() gets 0 or a negative errno.
+ * fd must stay open until done(). Returns 0 or -EBUSY (fsync synchronously then). */
+int io_ring_fsync(struct io_ring *r, struct io_ring_op *op, int fd);
+
+/* At most n io-wq workers for the calling thread's file ops on r (the kernel's default is 4 per CPU,
+ * enough for writes; fsyncs wait on the disk rather than the CPU, and more of them at once share more
+ * journal commits). Call it from the thread that submits. Returns 0 or a negative errno. */
+int io_ring_workers(struct io_ring *r, unsigned n);
 
 /* Submits anything still queued. Returns 0 or a negative errno. */
 int io_ring_submit(struct io_ring *r);

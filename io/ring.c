@@ -133,6 +133,27 @@ int io_ring_read(struct io_ring *r, struct io_ring_op *op, int fd, void *buf, si
 	return 0;
 }
 
+int io_ring_workers(struct io_ring *r, unsigned n)
+{
+	unsigned v[2] = {n, 0}; /* bounded (file) work; 0 leaves the unbounded limit as it is */
+	return io_uring_register_iowq_max_workers(&r->ring, v);
+}
+
+int io_ring_fsync(struct io_ring *r, struct io_ring_op *op, int fd)
+{
+	struct io_uring_sqe *sqe = take_sqe(r);
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_fsync(sqe, fd, 0);
+	sqe->flags |= IOSQE_ASYNC; /* it blocks anyway: straight to a worker, not tried inline first */
+	io_uring_sqe_set_data(sqe, op);
+	op->len = 0;
+	r->queued++;
+	r->inflight++;
+	(void)io_ring_submit(r); /* (as for a write: the op is the ring's now) */
+	return 0;
+}
+
 int io_ring_reap(struct io_ring *r)
 {
 	uint64_t sink;

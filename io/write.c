@@ -269,11 +269,10 @@ static int link_over(struct io_wfile *w)
 	return 0;
 }
 
-int io_wfile_commit(struct io_wfile *w, const struct io_meta *meta, bool do_fsync, struct qs_err *err)
+int io_wfile_prepare(struct io_wfile *w, const struct io_meta *meta, struct qs_err *err)
 {
 	char qb[IO_QUOTE_MAX];
 	const char *what = "";
-	int rc = 0;
 	struct stat st;
 
 	if (w->fd < 0 || w->dirfd < 0)
@@ -323,10 +322,22 @@ int io_wfile_commit(struct io_wfile *w, const struct io_meta *meta, bool do_fsyn
 			goto fail;
 		}
 	}
-	if (do_fsync && fsync(w->fd) < 0) {
-		what = "fsync";
-		goto fail;
-	}
+	return 0;
+fail:;
+	int rc = -errno;
+	qs_err_set(err, rc, "cannot %s \"%s\": %s", what, q(w->name, qb, sizeof(qb)), strerror(-rc));
+	io_wfile_abort(w);
+	return rc;
+}
+
+int io_wfile_place(struct io_wfile *w, struct qs_err *err)
+{
+	char qb[IO_QUOTE_MAX];
+	const char *what = "";
+	int rc = 0;
+
+	if (w->fd < 0 || w->dirfd < 0)
+		return qs_err_set(err, -EBADF, "no file being written");
 	if (w->unnamed) {
 		/* the file gets a name only now, complete and with its metadata */
 		rc = link_in(w, w->name);
@@ -360,21 +371,40 @@ int io_wfile_commit(struct io_wfile *w, const struct io_meta *meta, bool do_fsyn
 		}
 		w->tmpname[0] = '\0'; /* it is the final file now: abort must not remove it */
 	}
-	if (do_fsync && fsync(w->dirfd) < 0) {
-		what = "fsync the directory of";
-		goto fail;
-	}
-	rc = 0;
-	goto out;
+	w->unnamed = false;
+	return 0;
 isdir:
 	rc = -EISDIR;
 	qs_err_set(err, rc, "cannot replace \"%s\": it is a directory", q(w->name, qb, sizeof(qb)));
-	goto out;
+	io_wfile_abort(w);
+	return rc;
 fail:
 	rc = -errno;
 	qs_err_set(err, rc, "cannot %s \"%s\": %s", what, q(w->name, qb, sizeof(qb)), strerror(-rc));
-out:
 	io_wfile_abort(w);
+	return rc;
+}
+
+int io_wfile_commit(struct io_wfile *w, const struct io_meta *meta, bool do_fsync, struct qs_err *err)
+{
+	char qb[IO_QUOTE_MAX];
+	int rc = io_wfile_prepare(w, meta, err);
+	if (rc < 0)
+		return rc;
+	if (do_fsync && fsync(w->fd) < 0) {
+		rc = -errno;
+		qs_err_set(err, rc, "cannot fsync \"%s\": %s", q(w->name, qb, sizeof(qb)), strerror(-rc));
+		io_wfile_abort(w);
+		return rc;
+	}
+	if ((rc = io_wfile_place(w, err)) < 0)
+		return rc;
+	if (do_fsync && fsync(w->dirfd) < 0) {
+		rc = -errno;
+		qs_err_set(err, rc, "cannot fsync the directory of \"%s\": %s", q(w->name, qb, sizeof(qb)),
+		           strerror(-rc));
+	}
+	io_wfile_abort(w); /* (the file is in place: this only lets go of its directory) */
 	return rc;
 }
 

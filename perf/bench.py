@@ -588,9 +588,10 @@ def tool_command(tool, link, src, dst, ctx):
         argv = [ctx.qsync, "-a", "-q", "-e", e["rsh"], "--remote-path", ctx.qsync]
         if tool == "qsync-ssh":
             argv.append("--no-quic")
-        return argv + ctx.qsync_args + [src + "/", "%s:%s/" % (host, dst)]
+        return argv + (["--fsync"] if ctx.fsync else []) + ctx.qsync_args + [src + "/", "%s:%s/" % (host, dst)]
     if tool == "rsync":
-        return ["rsync", "-a", "-e", e["rsh"], src + "/", "%s:%s/" % (host, dst)]
+        return ["rsync", "-a"] + (["--fsync"] if ctx.fsync else []) + ["-e", e["rsh"], src + "/",
+                                                                        "%s:%s/" % (host, dst)]
     if tool == "scp":
         return ["scp", "-r", "-q", "-P", str(e["port"])] + ssh_opts + [src, "%s:%s/" % (host, os.path.dirname(dst))]
     if tool == "tar-ssh":
@@ -753,6 +754,9 @@ def parse_args(argv):
     ap.add_argument("--huge", action="store_true", help="add the 10 GiB single-file data set")
     ap.add_argument("--million", action="store_true", help="add the 1,000,000 tiny files data set")
     ap.add_argument("--no-resync", action="store_true", help="skip the re-sync (nothing changed) rows")
+    ap.add_argument("--fsync", action="store_true",
+                    help="every file flushed to the disk before it is in place: qsync --fsync beside "
+                         "rsync --fsync (tools that cannot flush are left out)")
     ap.add_argument("--seed", type=int, default=1, help="seed of the per-round tool order")
     ap.add_argument("--dest-disk", action="store_true",
                     help="write destinations under <out>/tmp on the data disk, not on a scratch ext4")
@@ -860,6 +864,12 @@ def main(argv):
     for t in tools:
         if t not in TOOLS:
             sys.exit("perf/run: unknown tool %s (tools: %s)" % (t, ", ".join(TOOLS)))
+    if a.fsync:  # only these can be asked to flush what they write; the rest would not be comparable
+        dropped = [t for t in tools if t not in ("qsync", "qsync-ssh", "rsync")]
+        tools = [t for t in tools if t not in dropped]
+        if dropped:
+            print("perf/run: --fsync: leaving out %s (no way to make them flush)" % ", ".join(dropped),
+                  file=sys.stderr)
     qsync = os.path.abspath(a.qsync)
     if not os.access(qsync, os.X_OK):
         sys.exit("perf/run: %s is not an executable qsync" % qsync)
@@ -869,6 +879,7 @@ def main(argv):
     ctx = Ctx()
     ctx.qsync = qsync
     ctx.qsync_args = shlex.split(a.qsync_args)
+    ctx.fsync = a.fsync
     ctx.out = out
     ctx.tmp = os.path.join(out, "tmp")
     os.makedirs(ctx.tmp, exist_ok=True)
@@ -905,6 +916,7 @@ def main(argv):
         "format": "qsync-perf/1",
         "started": started.isoformat(timespec="seconds"),
         "args": argv,
+        "fsync": a.fsync,
         "quick": a.quick,
         "repeat": a.repeat,
         "timeout_s": a.timeout,

@@ -137,11 +137,56 @@ static void test_reads(void)
 	unlink(path);
 }
 
+/* fsync on the ring: done() gets 0 for a file (and a directory), the error for a descriptor that is not
+ * open; several in flight at once. */
+static void test_fsync(void)
+{
+	char dir[] = "/tmp/qs_ring_dir.XXXXXX";
+	CHECK(mkdtemp(dir) != NULL);
+	struct io_ring *r = NULL;
+	if (io_ring_new(8, true, &r) < 0) {
+		rmdir(dir);
+		return;
+	}
+	CHECK(io_ring_workers(r, 64) == 0); /* more workers for flushing: allowed, nothing else changes */
+	char path[4][64];
+	int fds[5];
+	struct op ops[6];
+	memset(ops, 0, sizeof(ops));
+	for (int i = 0; i < 4; i++) {
+		snprintf(path[i], sizeof(path[i]), "%s/f%d", dir, i);
+		fds[i] = open(path[i], O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+		CHECK(fds[i] >= 0 && write(fds[i], "data", 4) == 4);
+	}
+	fds[4] = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	CHECK(fds[4] >= 0);
+	for (int i = 0; i < 5; i++) {
+		ops[i].op.done = on_done;
+		CHECK(io_ring_fsync(r, &ops[i].op, fds[i]) == 0);
+	}
+	ops[5].op.done = on_done;
+	CHECK(io_ring_fsync(r, &ops[5].op, 987654) == 0);
+	CHECK(io_ring_inflight(r) == 6);
+	wait_all(r, ops, 6);
+	for (int i = 0; i < 5; i++)
+		CHECK(ops[i].done == 1 && ops[i].res == 0);
+	CHECK(ops[5].done == 1 && ops[5].res == -EBADF);
+	CHECK(io_ring_inflight(r) == 0);
+	io_ring_free(r);
+	for (int i = 0; i < 4; i++) {
+		close(fds[i]);
+		unlink(path[i]);
+	}
+	close(fds[4]);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	test_writes(false);
 	test_writes(true);
 	test_reads();
+	test_fsync();
 	if (failures) {
 		fprintf(stderr, "test_io_ring: %d failure(s)\n", failures);
 		return 1;

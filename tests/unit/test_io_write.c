@@ -212,6 +212,35 @@ static void test_commit(void)
 	snprintf(lp, sizeof(lp), "root/%s", longname);
 	CHECK(file_is(P(lp), "long", 4));
 
+	/* the phases one by one (as the receiver runs them around fsyncs on its ring): nothing under the
+	 * final name until place, the directory held until the abort after it */
+	CHECK_RC(io_wfile_open(root, "dir/phased", 0, wflags, &w, &e), 0);
+	CHECK_RC(io_wfile_pwrite(&w, "phased", 6, 0), 0);
+	m = (struct io_meta){.mode = 0604, .mtime_ns = 1000000000LL, .set_mode = true, .set_mtime = true};
+	CHECK_RC(io_wfile_prepare(&w, &m, &e), 0);
+	CHECK(!exists(P("root/dir/phased")));
+	CHECK(fsync(w.fd) == 0);
+	CHECK_RC(io_wfile_place(&w, &e), 0);
+	CHECK(w.fd == -1 && w.dirfd >= 0);
+	CHECK(file_is(P("root/dir/phased"), "phased", 6));
+	CHECK(lstat(P("root/dir/phased"), &st) == 0 && (st.st_mode & 07777) == 0604 &&
+	      st.st_mtim.tv_sec == 1);
+	CHECK(fsync(w.dirfd) == 0);
+	io_wfile_abort(&w);
+	CHECK(w.dirfd == -1 && file_is(P("root/dir/phased"), "phased", 6));
+	CHECK(temps_in(P("root/dir")) == 0);
+	/* place over a directory: refused, nothing left behind, the directory as it was */
+	CHECK(mkdir(P("root/dir/adir"), 0755) == 0);
+	CHECK_RC(io_wfile_open(root, "dir/adir", 0, wflags, &w, &e), 0);
+	CHECK_RC(io_wfile_pwrite(&w, "x", 1, 0), 0);
+	CHECK_RC(io_wfile_prepare(&w, NULL, &e), 0);
+	CHECK_RC(io_wfile_place(&w, &e), -EISDIR);
+	CHECK(strstr(e.msg, "is a directory") != NULL);
+	CHECK(w.fd == -1 && w.dirfd == -1);
+	CHECK(lstat(P("root/dir/adir"), &st) == 0 && S_ISDIR(st.st_mode));
+	CHECK(temps_in(P("root/dir")) == 0);
+	CHECK(rmdir(P("root/dir/adir")) == 0);
+
 	/* bad names never get as far as the disk */
 	CHECK_RC(io_wfile_open(root, "../outside/victim", 0, wflags, &w, &e), -EINVAL);
 	CHECK(w.fd == -1 && w.dirfd == -1);
