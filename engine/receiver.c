@@ -56,7 +56,8 @@ struct rcv_job {
 	 * journal commits, where one after the other on the lane each would wait for its own. */
 	struct io_ring_op flush_op;
 	uint8_t flushing; /* FLUSH_FILE or FLUSH_DIR while flush_op is on the ring (counted in writes) */
-	bool in_bundle;   /* an entry of a bundle: put in place at once, flushed or not */
+	struct rcv_job *bundle;    /* an entry of this bundle (NULL: a stream's own, or the bundle went) */
+	struct rcv_job *wait_next; /* the next entry waiting in its bundle's answer queue */
 };
 
 enum { FLUSH_NONE, FLUSH_FILE, FLUSH_DIR };
@@ -71,6 +72,10 @@ struct rcv_batch {
 	uint32_t n;                         /* entries read */
 	uint8_t *out;
 	size_t out_len, out_cap;
+	/* (bundle) entries read whose answers wait, in entry order, for the first of them to be done
+	 * flushing (--fsync); answers go in the order the entries came */
+	struct rcv_job *wait_head, *wait_tail;
+	bool ended; /* nothing more is read: the end goes out once the queue is empty */
 };
 
 /* A write buffer: a stream's own, or a write in flight on the lane's ring (then j is its job). */
@@ -817,6 +822,7 @@ static void commit_done(struct rcv_job *j)
 }
 
 static void flush_done(struct io_ring_op *op, int res);
+static void bundle_drain(struct rcv_job *j);
 
 /* Puts fd's fsync on the lane's ring. False when the ring cannot take it now: flush at once then. */
 static bool flush_start(struct rcv_job *j, int fd, uint8_t stage)
@@ -888,6 +894,10 @@ static void flush_done(struct io_ring_op *op, int res)
 		else
 			flushed_dir(j, res);
 	}
+	if (j->bundle && !j->flushing) {
+		bundle_drain(j->bundle); /* (may answer it, and it goes) */
+		return;
+	}
 	job_continue(j);
 }
 
@@ -930,7 +940,7 @@ static void commit_now(struct rcv_job *j)
 			job_fail(j, NET_STREAM_EIO, msg);
 			return;
 		}
-		if (r->do_fsync && j->l->ring && !j->in_bundle) {
+		if (r->do_fsync && j->l->ring) {
 			/* flushed on the ring, put in place when that is done (flushed_file) */
 			if (io_wfile_prepare(&j->wf, &im, &e) < 0) {
 				j->wf_open = false;
@@ -1099,22 +1109,65 @@ _Static_assert(NET_STREAM_BUNDLE_FILE_MAX < RCV_RING_MIN,
 
 static struct rcv_job *job_new(struct rcv_lane *l, int64_t sid);
 
-/* The entry at hand is done (put in place, or failed): its ack is the bundle's next answer. */
+/* Entry c is done (put in place, or failed): its ack is the bundle's next answer, and c goes. */
+static void bundle_answer(struct rcv_job *j, struct rcv_job *c)
+{
+	struct rcv_batch *b = j->batch;
+	if (c->ack_len && !j->finished && batch_room(j, c->ack_len)) {
+		memcpy(b->out + b->out_len, c->ack, c->ack_len);
+		b->out_len += c->ack_len;
+		j->ack_ready = true;
+		net_dp_stream_resume(&j->l->dp, j->sid);
+	} else if (c->ack_len) { /* (out of memory, now or for an earlier answer: the sender fails it,
+		                  * unacked; so do we) */
+		report(j->r, c->dec.meta.path, j->sid, NET_STREAM_EIO, "out of memory for a bundle's ack");
+	}
+	c->bundle = NULL;
+	c->dead = true;
+	job_continue(c); /* (gone at once: a bundle's files are small and written at once) */
+}
+
+/* Answers the entries at the head of the queue that are done; once the bundle has ended and the queue
+ * is empty, our side ends. */
+static void bundle_drain(struct rcv_job *j)
+{
+	struct rcv_batch *b = j->batch;
+	while (b->wait_head && !b->wait_head->flushing) {
+		struct rcv_job *c = b->wait_head;
+		b->wait_head = c->wait_next;
+		if (!b->wait_head)
+			b->wait_tail = NULL;
+		bundle_answer(j, c);
+	}
+	if (b->ended && !b->wait_head && !j->finished)
+		batch_end(j);
+}
+
+/* The entry at hand is read to its end: answered now, or queued behind its flush (or an earlier
+ * entry's). */
 static void bundle_next(struct rcv_job *j)
 {
 	struct rcv_batch *b = j->batch;
 	struct rcv_job *c = b->cur;
 	b->cur = NULL;
-	if (c->ack_len && batch_room(j, c->ack_len)) {
-		memcpy(b->out + b->out_len, c->ack, c->ack_len);
-		b->out_len += c->ack_len;
-		j->ack_ready = true;
-		net_dp_stream_resume(&j->l->dp, j->sid);
-	} else if (c->ack_len) { /* (out of memory: the sender fails it, unacked; so do we) */
-		report(j->r, c->dec.meta.path, j->sid, NET_STREAM_EIO, "out of memory for a bundle's ack");
+	if (!c->flushing && !b->wait_head) {
+		bundle_answer(j, c);
+		return;
 	}
-	c->dead = true;
-	job_continue(c); /* (gone at once: a bundle's files are small and written at once) */
+	c->bundle = j;
+	c->wait_next = NULL;
+	if (b->wait_tail)
+		b->wait_tail->wait_next = c;
+	else
+		b->wait_head = c;
+	b->wait_tail = c;
+}
+
+/* Nothing more of the bundle is read; its end goes out after the answers still waiting. */
+static void bundle_end(struct rcv_job *j)
+{
+	j->batch->ended = true;
+	bundle_drain(j);
 }
 
 /* Bytes of a bundle: each entry goes to a job of its own, as if on a stream of its own, and is put in
@@ -1123,25 +1176,24 @@ static void bundle_feed(struct rcv_job *j, const uint8_t *data, size_t len, int 
 {
 	struct rcv_batch *b = j->batch;
 	char msg[NET_STREAM_MAX_ACK_MSG], qb[IO_QUOTE_MAX];
-	while (len > 0 && !j->finished) {
+	while (len > 0 && !b->ended && !j->finished) {
 		if (!b->cur) {
 			if (++b->n > NET_STREAM_BUNDLE_MAX) {
 				snprintf(msg, sizeof(msg),
 				         "bad stream from sender: more than %d entries in one bundle",
 				         NET_STREAM_BUNDLE_MAX);
 				report(j->r, "", j->sid, NET_STREAM_EPROTO, msg);
-				batch_end(j); /* (the sender fails what is left unanswered) */
+				bundle_end(j); /* (the sender fails what is left unanswered) */
 				return;
 			}
 			b->cur = job_new(j->l, j->sid);
 			if (!b->cur) {
 				report(j->r, "", j->sid, NET_STREAM_EIO,
 				       "out of memory for a bundle's entry");
-				batch_end(j);
+				bundle_end(j);
 				return;
 			}
 			net_stream_dec_init_bundle_entry(&b->cur->dec);
-			b->cur->in_bundle = true;
 		}
 		struct rcv_job *c = b->cur;
 		struct net_stream_ev ev;
@@ -1153,7 +1205,7 @@ static void bundle_feed(struct rcv_job *j, const uint8_t *data, size_t len, int 
 			if (!c->finished)
 				job_fail(c, st, msg);
 			bundle_next(j);
-			batch_end(j); /* framing it cannot read: nothing after it can be trusted */
+			bundle_end(j); /* framing it cannot read: nothing after it can be trusted */
 			return;
 		}
 		data += used;
@@ -1168,14 +1220,15 @@ static void bundle_feed(struct rcv_job *j, const uint8_t *data, size_t len, int 
 		}
 		if (ev.kind == NET_STREAM_EV_END) {
 			if (c->end_seen && !c->finished)
-				commit(c); /* (a file this small is written at once: done here) */
-			if (!c->finished)
+				commit(
+				    c); /* (a file this small is written at once: done here, or flushing) */
+			if (!c->finished && !c->flushing)
 				job_fail(c, NET_STREAM_EIO,
 				         "internal: a bundle's entry not finished at its end");
 			bundle_next(j);
 		}
 	}
-	if (fin && !j->finished) {
+	if (fin && !b->ended && !j->finished) {
 		if (b->cur) {
 			struct rcv_job *c = b->cur;
 			snprintf(msg, sizeof(msg),
@@ -1188,7 +1241,7 @@ static void bundle_feed(struct rcv_job *j, const uint8_t *data, size_t len, int 
 			report(j->r, "", j->sid, NET_STREAM_EPROTO,
 			       "bad stream from sender: an empty bundle");
 		}
-		batch_end(j);
+		bundle_end(j);
 	}
 }
 
@@ -1390,6 +1443,16 @@ static void job_destroy(struct rcv_job *j)
 		if (j->batch->cur) { /* cut off inside an entry: it goes as any unfinished entry does */
 			j->batch->cur->dead = true;
 			job_continue(j->batch->cur);
+		}
+		while (j->batch->wait_head) {
+			/* their answers have nowhere to go: the sender sends them again or fails them, so
+			 * what still flushes is not put in place; each goes when its flush is done */
+			struct rcv_job *c = j->batch->wait_head;
+			j->batch->wait_head = c->wait_next;
+			c->bundle = NULL;
+			c->finished = true;
+			c->dead = true;
+			job_continue(c);
 		}
 		free(j->batch->out);
 		free(j->batch);

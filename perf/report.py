@@ -94,9 +94,15 @@ def write_markdown(out, res):
     w("- Every tool runs on the same data and link, interleaved: in each round every tool runs once, in "
       "an order shuffled per round (seeded), so drift of the machine hits all tools alike. Median, min and "
       "max are over the rounds that succeeded.")
+    if res.get("fsync"):
+        flush = ("Every file is flushed to the disk before it is in place (`--fsync`: `qsync --fsync` "
+                 "beside `rsync --fsync`; tools that cannot flush are left out), so times include "
+                 "write-back to the destination's disk.")
+    else:
+        flush = ("Destinations are written to the page cache and not flushed by any tool (none fsyncs), so "
+                 "times exclude write-back to disk.")
     w("- Page cache, the same for every run: before each run the whole source tree is read (warm), the "
-      "previous destination is deleted and `sync` is run. Destinations are written to the page cache and "
-      "not flushed by any tool (none fsyncs), so times exclude write-back to disk. The re-sync row runs the "
+      "previous destination is deleted and `sync` is run. " + flush + " The re-sync row runs the "
       "same command again at once onto the completed destination (source and destination both cached).")
     w("- Data is incompressible (Python `random.Random(seed).randbytes`), reproducible from the seed, and "
       "cached under perf/data/. SSH uses OpenSSH's default cipher and no compression for every tool.")
