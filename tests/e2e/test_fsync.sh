@@ -103,6 +103,11 @@ rm -r "$work/dst-order/many/d05/f00005.bin" "$work/dst-order/many/d06/f00046.bin
 check tree_compare "$work/src/edges" "$work/dst-order/edges"
 check test "$(find "$work/dst-order/many" -type f | wc -l)" = "$(($(find "$work/src/many" -type f | wc -l) - 3))"
 
+# a sanitizer report from the receiving side (its stderr comes back over SSH) fails the case
+for f in "$work"/*.err; do
+	check eval "! grep -q 'AddressSanitizer\|ThreadSanitizer\|runtime error' '$f'"
+done
+
 # A peer without the "fsync" capability (the stand-in below offers the quick check only) is refused
 # before anything is sent, with a message that says why.
 here=$(cd "$(dirname "$0")" && pwd)

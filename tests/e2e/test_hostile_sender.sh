@@ -268,41 +268,47 @@ check test "$(cat "$work/batch/same.txt")" = abcdefghij
 # a file over 256 KiB, a 257th file and FIN inside a file end the bundle there (what was acked stays,
 # nothing half-written is left); an empty bundle and any bundle to a single-file destination are
 # refused. The receiver exits 23.
-mkdir -p "$work/bundle"
-"$QS_PROBE" -e "$QS_RSH" "$me@127.0.0.1" "$QSYNC_BIN" send "$work/bundle" \
-	"uok:a" "uhash:h" "upath:p" "udir:d" "ubig:g" "utrunc:t" "uempty:" "umany:m" \
-	>"$work/bundle.out" 2>"$work/bundle.err" || true
-cat "$work/bundle.out"
-sed 's/^/stderr: /' "$work/bundle.err" | head -40
-uacks() { awk -v k="$1" -v p="$2" '$1=="case" && $2==k && $3==p {for (i=4;i<=NF;i++) if ($i ~ /^acks=/) {sub("acks=","",$i); print $i}}' "$work/bundle.out"; }
-ust() { awk -v k="$1" -v p="$2" '$1=="case" && $2==k && $3==p {sub("status=","",$4); print $4}' "$work/bundle.out"; }
-check test "$(uacks uok a)" = OK3,E0
-for i in 0 1 2; do check test "$(cat "$work/bundle/a.$i")" = 0123456789; done
-check test "$(uacks uhash h)" = OK2,E1
-check test "$(ust uhash h)" = 2
-check test ! -e "$work/bundle/h.1"
-check test -f "$work/bundle/h.2"
-check test "$(uacks upath p)" = OK2,E1
-check test "$(ust upath p)" = 1
-check test ! -e "$work/p"
-check test -f "$work/bundle/p.2"
-check test "$(uacks udir d)" = OK1,E1                     # the bundle ends at the directory
-check test "$(ust udir d)" = 4
-check test ! -e "$work/bundle/d.1"
-check test ! -e "$work/bundle/d.2"
-check test "$(uacks ubig g)" = OK1,E1
-check grep -q '^case ubig g status=4 .*larger than 256 KiB' "$work/bundle.out"
-check test ! -e "$work/bundle/g.1"
-check test "$(uacks utrunc t)" = OK1,E1
-check test "$(ust utrunc t)" = 3
-check test ! -e "$work/bundle/t.1"
-check grep -q '^case uempty  status=-1 .*acks=OK0,E0' "$work/bundle.out" # refused: on the control channel
-check grep -q '^ctl-error code=PROTOCOL .*an empty bundle' "$work/bundle.out"
-check grep -q '^ctl-error code=PROTOCOL .*more than 256 entries in one bundle' "$work/bundle.out"
-check test "$(uacks umany m)" = OK256,E0                   # the 257th ends it, unacked
-check test ! -e "$work/bundle/m.256"
-check grep -q 'exit-status 23' "$work/bundle.out"
-check test -z "$(find "$work/bundle" -name '.*.qs.*' -print -quit)"
+# The same with --fsync asked for (sendf): entries flush on the receiver's ring, and the acks still
+# come in entry order behind a flush that has not finished, the bundle's end after the last of them.
+for mode in send sendf; do
+	bd=bundle
+	[ "$mode" = sendf ] && bd=bundle-fsync
+	mkdir -p "$work/$bd"
+	"$QS_PROBE" -e "$QS_RSH" "$me@127.0.0.1" "$QSYNC_BIN" "$mode" "$work/$bd" \
+		"uok:a" "uhash:h" "upath:p" "udir:d" "ubig:g" "utrunc:t" "uempty:" "umany:m" \
+		>"$work/$bd.out" 2>"$work/$bd.err" || true
+	cat "$work/$bd.out"
+	sed 's/^/stderr: /' "$work/$bd.err" | head -40
+	uacks() { awk -v k="$1" -v p="$2" '$1=="case" && $2==k && $3==p {for (i=4;i<=NF;i++) if ($i ~ /^acks=/) {sub("acks=","",$i); print $i}}' "$work/$bd.out"; }
+	ust() { awk -v k="$1" -v p="$2" '$1=="case" && $2==k && $3==p {sub("status=","",$4); print $4}' "$work/$bd.out"; }
+	check test "$(uacks uok a)" = OK3,E0
+	for i in 0 1 2; do check test "$(cat "$work/$bd/a.$i")" = 0123456789; done
+	check test "$(uacks uhash h)" = OK2,E1
+	check test "$(ust uhash h)" = 2
+	check test ! -e "$work/$bd/h.1"
+	check test -f "$work/$bd/h.2"
+	check test "$(uacks upath p)" = OK2,E1
+	check test "$(ust upath p)" = 1
+	check test ! -e "$work/p"
+	check test -f "$work/$bd/p.2"
+	check test "$(uacks udir d)" = OK1,E1                     # the bundle ends at the directory
+	check test "$(ust udir d)" = 4
+	check test ! -e "$work/$bd/d.1"
+	check test ! -e "$work/$bd/d.2"
+	check test "$(uacks ubig g)" = OK1,E1
+	check grep -q '^case ubig g status=4 .*larger than 256 KiB' "$work/$bd.out"
+	check test ! -e "$work/$bd/g.1"
+	check test "$(uacks utrunc t)" = OK1,E1
+	check test "$(ust utrunc t)" = 3
+	check test ! -e "$work/$bd/t.1"
+	check grep -q '^case uempty  status=-1 .*acks=OK0,E0' "$work/$bd.out" # refused: on the control channel
+	check grep -q '^ctl-error code=PROTOCOL .*an empty bundle' "$work/$bd.out"
+	check grep -q '^ctl-error code=PROTOCOL .*more than 256 entries in one bundle' "$work/$bd.out"
+	check test "$(uacks umany m)" = OK256,E0                   # the 257th ends it, unacked
+	check test ! -e "$work/$bd/m.256"
+	check grep -q 'exit-status 23' "$work/$bd.out"
+	check test -z "$(find "$work/$bd" -name '.*.qs.*' -print -quit)"
+done
 "$QS_PROBE" -e "$QS_RSH" "$me@127.0.0.1" "$QSYNC_BIN" send1 "$work/bundle/one" "uok:one" \
 	>"$work/bundle1.out" 2>&1 || true
 cat "$work/bundle1.out"

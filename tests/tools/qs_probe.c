@@ -22,6 +22,8 @@
  *       ubig (the second of 300 KiB), utrunc (FIN inside the second), uempty, umany (257 files);
  *       printed with the acks counted (acks=OK<n>,E<n>) and the last error
  *   qs_probe ... send1 DEST CASE...    the same, with sync_start asking for a single-file destination
+ *   qs_probe ... sendf DEST CASE...    the same as send, with sync_start asking for fsync (the
+ *                                       receiver flushes each file on its ring before it answers)
  * Prints one line per case: "case KIND PATH status=N msg=..." and, at the end, "ack_complete ok=N
  * failed=N" and "exit-status N" (the server's). Exit 0 when the conversation ran to its end. */
 #include <arpa/inet.h>
@@ -535,6 +537,7 @@ int main(int argc, char **argv)
 	m->u.sync_start.preserve_owner = true;
 	m->u.sync_start.preserve_group = true;
 	m->u.sync_start.single_file = strcmp(mode, "send1") == 0;
+	m->u.sync_start.fsync = strcmp(mode, "sendf") == 0;
 	net_ctl_send(ctl, m, &e);
 
 	struct net_quic_cfg qc;
