@@ -88,6 +88,9 @@ struct rcv_wbuf {
 
 static void commit_now(struct rcv_job *j);
 static void job_destroy(struct rcv_job *j);
+static bool flush_start(struct rcv_job *j, int fd, uint8_t stage);
+static void flushed_file(struct rcv_job *j, int res);
+static void big_committed(struct rcv_job *j, int rc, const char *msg);
 
 static const char *status_code_name(uint8_t st)
 {
@@ -120,7 +123,8 @@ static void queue_ack(struct rcv_job *j, uint8_t status, const char *msg)
 	j->ack_len = at + (n > 0 ? (size_t)n : 0);
 	j->ack_final = true;
 	j->ack_ready = true;
-	net_dp_stream_resume(&j->l->dp, j->sid);
+	if (!j->dead) /* (a large file's last range put in place after its stream went: see rcv_closed) */
+		net_dp_stream_resume(&j->l->dp, j->sid);
 }
 
 /* An ASK entry's data is wanted: SEND goes back now, the ack later. */
@@ -487,29 +491,53 @@ static void big_end(struct rcv_job *j, struct io_meta *im)
 	bit_set(b->finished, idx, true);
 	b->done++;
 	bool last = b->done == b->count && !b->failed;
-	if (last) {
-		/* every range is in, each with its own good hash, and by the layout they tile the file */
-		im->keep_mode = !r->perms;
-		rc = io_wfile_commit(&b->wf, im, r->do_fsync, &e);
-		b->committed = rc == 0;
-		b->open = false;
-		if (rc < 0)
-			b->failed = true; /* (at once, so no range sent again is taken for done; job_fail
-			                     below counts and reports it) */
-	}
 	pthread_mutex_unlock(&r->lock);
-	if (last && rc < 0) {
+	if (!last) {
+		j->finished = true;
+		queue_ack(j, NET_STREAM_OK, NULL);
+		return;
+	}
+	/* Every range is in, each with its own good hash, and by the layout they tile the file. The file
+	 * is this job's alone from here on (a range sent again is answered from the bits; the job holds
+	 * the file), so it is put in place outside the lock: a flush there would hold up every lane. */
+	im->keep_mode = !r->perms;
+	if (r->do_fsync && j->l->ring) {
+		if (io_wfile_prepare(&b->wf, im, &e) < 0) {
+			snprintf(msg, sizeof(msg), "cannot finish \"%s\": %s", qp(j->path, qb), e.msg);
+			big_committed(j, -EIO, msg);
+		} else if (!flush_start(j, b->wf.fd, FLUSH_FILE)) {
+			flushed_file(j, fsync(b->wf.fd) < 0 ? -errno : 0);
+		}
+		return;
+	}
+	rc = io_wfile_commit(&b->wf, im, r->do_fsync, &e);
+	if (rc < 0)
 		snprintf(msg, sizeof(msg), "cannot finish \"%s\": %s", qp(j->path, qb), e.msg);
+	big_committed(j, rc, msg);
+}
+
+/* The large file of j's last range is in place (rc 0), or not (msg says why; b->wf is closed). */
+static void big_committed(struct rcv_job *j, int rc, const char *msg)
+{
+	struct receiver *r = j->r;
+	struct rcv_big *b = j->big;
+	char qb[IO_QUOTE_MAX];
+	pthread_mutex_lock(&r->lock);
+	b->committed = rc == 0;
+	b->open = false;
+	if (rc < 0)
+		b->failed = true; /* (so no range sent again is taken for done from here on; job_fail
+		                     below counts and reports it) */
+	pthread_mutex_unlock(&r->lock);
+	if (rc < 0) {
 		job_fail(j, NET_STREAM_EIO, msg);
 		return;
 	}
 	j->finished = true;
-	if (last) {
-		atomic_fetch_add_explicit(&r->ok, 1, memory_order_relaxed);
-		atomic_fetch_add_explicit(&r->bytes, b->file_size, memory_order_relaxed);
-		if (r->verbose > 1)
-			fprintf(stderr, "qsync: receiver: %s\n", qp(j->path, qb));
-	}
+	atomic_fetch_add_explicit(&r->ok, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&r->bytes, b->file_size, memory_order_relaxed);
+	if (r->verbose > 1)
+		fprintf(stderr, "qsync: receiver: %s\n", qp(j->path, qb));
 	queue_ack(j, NET_STREAM_OK, NULL);
 }
 
@@ -842,19 +870,40 @@ static bool flush_start(struct rcv_job *j, int fd, uint8_t stage)
 	return true;
 }
 
-static void flushed_dir(struct rcv_job *j, int res)
+/* The flushes of the entry's file (its own, or the large file of its last range) are done. */
+static void flush_ok(struct rcv_job *j)
 {
-	char msg[NET_STREAM_MAX_ACK_MSG], qb[IO_QUOTE_MAX];
-	io_wfile_abort(&j->wf); /* (the file is in place: this lets go of its directory) */
-	j->wf_open = false;
-	if (res < 0) {
-		snprintf(msg, sizeof(msg), "cannot finish \"%s\": cannot fsync its directory: %s",
-		         qp(j->path, qb), strerror(-res));
-		job_fail(j, NET_STREAM_EIO, msg);
+	if (j->big) {
+		big_committed(j, 0, NULL);
 		return;
 	}
 	atomic_fetch_add_explicit(&j->r->bytes, j->dec.meta.size, memory_order_relaxed);
 	commit_done(j);
+}
+
+static void flush_failed(struct rcv_job *j, const char *msg)
+{
+	if (j->big) {
+		big_committed(j, -EIO, msg);
+		return;
+	}
+	j->wf_open = false;
+	job_fail(j, NET_STREAM_EIO, msg);
+}
+
+static void flushed_dir(struct rcv_job *j, int res)
+{
+	char msg[NET_STREAM_MAX_ACK_MSG], qb[IO_QUOTE_MAX];
+	io_wfile_abort(out_file(j)); /* (the file is in place: this lets go of its directory) */
+	if (!j->big)
+		j->wf_open = false;
+	if (res < 0) {
+		snprintf(msg, sizeof(msg), "cannot finish \"%s\": cannot fsync its directory: %s",
+		         qp(j->path, qb), strerror(-res));
+		flush_failed(j, msg);
+		return;
+	}
+	flush_ok(j);
 }
 
 /* The file's content is on the disk: it gets its name, and then its directory is flushed. */
@@ -862,26 +911,26 @@ static void flushed_file(struct rcv_job *j, int res)
 {
 	char msg[NET_STREAM_MAX_ACK_MSG], qb[IO_QUOTE_MAX];
 	struct qs_err e = {0};
+	struct io_wfile *w = out_file(j);
 	if (res < 0) {
-		io_wfile_abort(&j->wf);
-		j->wf_open = false;
+		io_wfile_abort(w);
 		snprintf(msg, sizeof(msg), "cannot finish \"%s\": cannot fsync it: %s", qp(j->path, qb),
 		         strerror(-res));
-		job_fail(j, NET_STREAM_EIO, msg);
+		flush_failed(j, msg);
 		return;
 	}
-	if (io_wfile_place(&j->wf, &e) < 0) {
-		j->wf_open = false;
+	if (io_wfile_place(w, &e) < 0) {
 		snprintf(msg, sizeof(msg), "cannot finish \"%s\": %s", qp(j->path, qb), e.msg);
-		job_fail(j, NET_STREAM_EIO, msg);
+		flush_failed(j, msg);
 		return;
 	}
-	if (!flush_start(j, j->wf.dirfd, FLUSH_DIR))
-		flushed_dir(j, fsync(j->wf.dirfd) < 0 ? -errno : 0);
+	if (!flush_start(j, w->dirfd, FLUSH_DIR))
+		flushed_dir(j, fsync(w->dirfd) < 0 ? -errno : 0);
 }
 
 /* An fsync on the ring is done (on the lane's thread). A job given up on meanwhile (the stream reset,
- * the connection gone) only goes: its file, unnamed or already in place, is left as it is now. */
+ * the connection gone) only goes: its file, unnamed or already in place, is left as it is now (the
+ * last range of a large file is not given up on: see rcv_closed). */
 static void flush_done(struct io_ring_op *op, int res)
 {
 	struct rcv_job *j = (struct rcv_job *)((char *)op - offsetof(struct rcv_job, flush_op));
@@ -1396,6 +1445,13 @@ static void rcv_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 	atomic_fetch_add_explicit(&l->closed, 1, memory_order_relaxed);
 	if (!j)
 		return;
+	if (j->big && j->flushing) {
+		/* The last range of a large file, every range in: the file is put in place all the same.
+		 * Its ranges are marked arrived, so one sent again is answered done from the bits, and
+		 * nothing else would ever put the file in place. Its ack has nowhere to go. */
+		j->dead = true;
+		return; /* (flush_done finishes it, then it goes) */
+	}
 	if (!j->finished) {
 		/* The sender gave up on it (reset), or the connection died: nothing reaches the final name.
 		 * A stream cut off with its data path (NET_DP_GONE) is not a failure of its own: the sender

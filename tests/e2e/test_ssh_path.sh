@@ -6,7 +6,7 @@
 #     and the summary names the SSH path and the reason;
 #  3. UDP dropped in the middle of a transfer (the nft rule inserted while a large file moves, the link
 #     held to 100 Mbit/s by tbf so there is time): the transfer completes over SSH, trees identical, and
-#     the files QUIC had already confirmed were not sent again (counted from --json);
+#     the files QUIC had already confirmed were not sent again (counted from --json), with --fsync;
 #  4. a re-sync whose batches of questions are cut off with QUIC: asked again over SSH.
 # Namespaces and rules are removed at exit, also on failure. Cases 2 to 4 need root.
 set -euo pipefail
@@ -89,7 +89,8 @@ vb=$(qs_in_b ip -o link show | awk -F': ' '/qsvb/ {print $2}' | cut -d@ -f1)
 qs_in_a tc qdisc add dev "$va" root tbf rate 100mbit burst 64kb latency 100ms
 qs_in_b tc qdisc add dev "$vb" root tbf rate 100mbit burst 64kb latency 100ms
 SSHD_NETNS=$QS_NS_B SSHD_LISTEN_ADDR=$QS_IP_B sshd_start
-qs_in_a "$QSYNC_BIN" -a --json --progress --quic-idle 1.5 -e "$QS_RSH" --remote-path "$QSYNC_BIN" \
+# (with --fsync: what QUIC had in flight, flushing or not, must not be lost or confirmed twice)
+qs_in_a "$QSYNC_BIN" -a --json --progress --fsync --quic-idle 1.5 -e "$QS_RSH" --remote-path "$QSYNC_BIN" \
 	"$work/mid/" "$me@$QS_IP_B:$work/dst3/" >"$work/3.json" 2>"$work/3.err" &
 client=$!
 # once QUIC has moved a good part (40 MB of about 100 at 100 Mbit/s: some 5 s are left), UDP stops
