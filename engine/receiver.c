@@ -491,6 +491,10 @@ static void big_end(struct rcv_job *j, struct io_meta *im)
 	bit_set(b->finished, idx, true);
 	b->done++;
 	bool last = b->done == b->count && !b->failed;
+	if (last) {
+		b->placing = true;
+		atomic_fetch_add_explicit(&r->placing, 1, memory_order_acq_rel);
+	}
 	pthread_mutex_unlock(&r->lock);
 	if (!last) {
 		j->finished = true;
@@ -525,17 +529,20 @@ static void big_committed(struct rcv_job *j, int rc, const char *msg)
 	pthread_mutex_lock(&r->lock);
 	b->committed = rc == 0;
 	b->open = false;
+	b->placing = false;
 	if (rc < 0)
 		b->failed = true; /* (so no range sent again is taken for done from here on; job_fail
 		                     below counts and reports it) */
 	pthread_mutex_unlock(&r->lock);
 	if (rc < 0) {
 		job_fail(j, NET_STREAM_EIO, msg);
+		atomic_fetch_sub_explicit(&r->placing, 1, memory_order_acq_rel); /* (counted first) */
 		return;
 	}
 	j->finished = true;
 	atomic_fetch_add_explicit(&r->ok, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&r->bytes, b->file_size, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&r->placing, 1, memory_order_acq_rel);
 	if (r->verbose > 1)
 		fprintf(stderr, "qsync: receiver: %s\n", qp(j->path, qb));
 	queue_ack(j, NET_STREAM_OK, NULL);
@@ -863,8 +870,10 @@ static bool flush_start(struct rcv_job *j, int fd, uint8_t stage)
 		(void)io_ring_workers(l->ring, RCV_FLUSH_WORKERS);
 		l->flush_workers = true;
 	}
-	if (io_ring_fsync(l->ring, &j->flush_op, fd) < 0)
+	unsigned max = j->r->flush_max ? j->r->flush_max : RCV_FLUSH_MAX;
+	if (l->flushing >= max || io_ring_fsync(l->ring, &j->flush_op, fd) < 0)
 		return false;
+	l->flushing++;
 	j->flushing = stage;
 	j->writes++;
 	return true;
@@ -937,6 +946,9 @@ static void flush_done(struct io_ring_op *op, int res)
 	uint8_t stage = j->flushing;
 	j->flushing = FLUSH_NONE;
 	j->writes--;
+	j->l->flushing--;
+	if (res == -ECANCELED) /* (not run: flushed here instead) */
+		res = fsync(stage == FLUSH_FILE ? out_file(j)->fd : out_file(j)->dirfd) < 0 ? -errno : 0;
 	if (!j->finished) {
 		if (stage == FLUSH_FILE)
 			flushed_file(j, res);
@@ -1445,10 +1457,12 @@ static void rcv_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 	atomic_fetch_add_explicit(&l->closed, 1, memory_order_relaxed);
 	if (!j)
 		return;
-	if (j->big && j->flushing) {
+	if ((j->big && j->flushing) || j->flushing == FLUSH_DIR) {
 		/* The last range of a large file, every range in: the file is put in place all the same.
 		 * Its ranges are marked arrived, so one sent again is answered done from the bits, and
-		 * nothing else would ever put the file in place. Its ack has nowhere to go. */
+		 * nothing else would ever put the file in place. Or a file already under its name,
+		 * its directory flushing: that finishes too, and it counts as written. Their acks have
+		 * nowhere to go. */
 		j->dead = true;
 		return; /* (flush_done finishes it, then it goes) */
 	}
@@ -1502,11 +1516,13 @@ static void job_destroy(struct rcv_job *j)
 		}
 		while (j->batch->wait_head) {
 			/* their answers have nowhere to go: the sender sends them again or fails them, so
-			 * what still flushes is not put in place; each goes when its flush is done */
+			 * what still flushes its content is not put in place (what is in place already
+			 * finishes flushing its directory); each goes when its flush is done */
 			struct rcv_job *c = j->batch->wait_head;
 			j->batch->wait_head = c->wait_next;
 			c->bundle = NULL;
-			c->finished = true;
+			if (c->flushing != FLUSH_DIR)
+				c->finished = true;
 			c->dead = true;
 			job_continue(c);
 		}
@@ -1594,14 +1610,20 @@ static int depth_cmp(const void *a, const void *b)
 	return dx < dy ? 1 : dx > dy ? -1 : 0;
 }
 
+bool receiver_placing(struct receiver *r)
+{
+	return atomic_load_explicit(&r->placing, memory_order_acquire) > 0;
+}
+
 int receiver_finish(struct receiver *r, struct qs_err *err)
 {
 	int first = 0;
 	/* a large file some of whose ranges never came: it fails (the final name is left as it was) */
 	pthread_mutex_lock(&r->lock);
 	for (struct rcv_big *b = r->bigs; b; b = b->next) {
-		if (b->committed || b->failed || b->have)
-			continue; /* (an unchanged file is fine whichever of its ranges asked) */
+		if (b->committed || b->failed || b->have || b->placing)
+			continue; /* (an unchanged file is fine whichever of its ranges asked; one being put
+			           * in place has all its ranges, and its outcome is its own) */
 		char qb[IO_QUOTE_MAX];
 		fprintf(stderr, "qsync: receiver: \"%s\": only %u of its %u ranges arrived; not written\n",
 		        qp(b->path, qb), b->done, b->count);

@@ -207,6 +207,9 @@ static void lane_run(struct sched_worker *w, void *ctx)
 			continue;
 		int rc = net_dp_process(&l->dp, &e);
 		if (rc < 0) {
+			/* what is on the ring finishes here (an io-wq op of a thread that has gone is
+			 * cancelled), before the control thread takes the lane for dead */
+			receiver_lane_drain(l);
 			snprintf(l->dead_msg, sizeof(l->dead_msg), "%s", e.msg);
 			/* release: dead_msg is written before the control thread reads it */
 			atomic_store_explicit(&l->dead, rc, memory_order_release);
@@ -357,7 +360,9 @@ static int receive(struct peer *p, struct qs_err *err)
 			return ENGINE_EXIT_NET;
 		}
 		uint64_t closed = closed_now(p);
-		if (completing && !answered && (closed >= expected || engine_now_ns() > deadline)) {
+		/* (a large file still being put in place is waited for: its outcome goes in the answer) */
+		if (completing && !answered &&
+		    ((closed >= expected && !receiver_placing(r)) || engine_now_ns() > deadline)) {
 			if (closed < expected)
 				atomic_fetch_add_explicit(&r->failed, expected - closed,
 				                          memory_order_relaxed);
@@ -414,6 +419,7 @@ int engine_server_session(struct net_ctl_chan *c, const struct engine_addrs *add
 	/* each incoming stream may hold a file open */
 	size_t budget = engine_fd_budget();
 	p->max_streams = budget < 1000 ? (uint32_t)budget : 1000;
+	size_t spare = budget > p->max_streams ? budget - p->max_streams : 0;
 
 	if (engine_expect(c, NET_CTL_HELLO, m, ENGINE_CTL_TIMEOUT_MS, err) < 0)
 		goto out;
@@ -451,6 +457,9 @@ int engine_server_session(struct net_ctl_chan *c, const struct engine_addrs *add
 		goto out;
 	}
 	p->r.ctl = c;
+	/* the descriptors the streams leave over, two for each flush (its file, its directory) */
+	size_t per_lane = spare / 2 / (p->n_quic ? p->n_quic : 1);
+	p->r.flush_max = per_lane < 16 ? 16 : per_lane > RCV_FLUSH_MAX ? RCV_FLUSH_MAX : (unsigned)per_lane;
 	for (unsigned i = 0; i < p->n_quic; i++)
 		if (receiver_lane_init(&p->quic[i], &p->r) < 0) {
 			qs_err_set(err, -ENOMEM, "out of memory");
