@@ -6,7 +6,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config
   libssh-dev libngtcp2-dev libngtcp2-crypto-gnutls-dev libgnutls28-dev
-  liburing-dev libjsmn-dev libhwloc-dev libxxhash-dev
+  liburing-dev libjsmn-dev libhwloc-dev libxxhash-dev libfuse3-dev fuse3
   openssh-server openssh-client rsync xxhash
   python3 iproute2 iputils-ping nftables
   hyperfine iperf3 gnuplot-nox time linux-perf

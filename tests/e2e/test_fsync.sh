@@ -103,6 +103,52 @@ rm -r "$work/dst-order/many/d05/f00005.bin" "$work/dst-order/many/d06/f00046.bin
 check tree_compare "$work/src/edges" "$work/dst-order/edges"
 check test "$(find "$work/dst-order/many" -type f | wc -l)" = "$(($(find "$work/src/many" -type f | wc -l) - 3))"
 
+# A flush that fails loses nothing. qs_failfs (FUSE over a directory of ours) fails fsync with EIO for
+# names with "failsync" in them: small files (in bundles), a 2 MiB one (alone, written on the ring) and
+# a 40 MiB one (in ranges). Each is reported failed and never appears under its name; one that was
+# there already keeps its old content; everything else arrives; no temporary is left. Over QUIC (the
+# flushes on the ring) and over SSH (at once).
+mkdir -p "$work/ff-back" "$work/ff" "$work/ffsrc/sub"
+"$QS_FAILFS" "$work/ff-back" "$work/ff" >"$work/failfs.log" 2>&1 &
+ffpid=$!
+qs_cleanup_add "fusermount3 -u '$work/ff' 2>/dev/null; kill $ffpid 2>/dev/null; wait $ffpid 2>/dev/null"
+for _ in $(seq 1 100); do
+	mountpoint -q "$work/ff" && break
+	sleep 0.05
+done
+check mountpoint -q "$work/ff"
+for i in $(seq 1 40); do head -c $((i * 100)) /dev/urandom >"$work/ffsrc/sub/good$i"; done
+for i in 1 2 3; do head -c 5000 /dev/urandom >"$work/ffsrc/sub/small-failsync$i"; done
+head -c $((2 << 20)) /dev/urandom >"$work/ffsrc/mid-failsync.bin"
+head -c $((40 << 20)) /dev/urandom >"$work/ffsrc/big-failsync.bin"
+head -c 3000 /dev/urandom >"$work/ffsrc/old-failsync.txt"
+nfail=6
+for path in quic ssh; do
+	extra=()
+	[ "$path" = ssh ] && extra=(--no-quic)
+	mkdir -p "$work/ff/$path"
+	printf 'the good old content\n' >"$work/ff/$path/old-failsync.txt"
+	set +e
+	"$QSYNC_BIN" -a --json --fsync "${extra[@]}" -e "$QS_RSH" --remote-path "$QSYNC_BIN" "$work/ffsrc/" \
+		"$me@127.0.0.1:$work/ff/$path/" >"$work/ff-$path.json" 2>"$work/ff-$path.err"
+	rc=$?
+	set -e
+	echo "-- failing flushes, $path: exit $rc, $(field files_failed "$work/ff-$path.json") failed"
+	sed 's/^/   /' "$work/ff-$path.err" | head -10
+	check test "$rc" = 23
+	check test "$(field files_failed "$work/ff-$path.json")" = "$nfail"
+	check test "$(cat "$work/ff/$path/old-failsync.txt")" = "the good old content"
+	for f in sub/small-failsync1 sub/small-failsync2 sub/small-failsync3 mid-failsync.bin big-failsync.bin; do
+		check test ! -e "$work/ff/$path/$f"
+	done
+	check grep -q 'big-failsync.bin.*fsync' "$work/ff-$path.err"
+	for i in $(seq 1 40); do
+		cmp -s "$work/ffsrc/sub/good$i" "$work/ff/$path/sub/good$i" || echo "differs: sub/good$i"
+	done >"$work/ff-$path.cmp"
+	check test ! -s "$work/ff-$path.cmp"
+	check test -z "$(find "$work/ff-back/$path" -name '.*.qs.*' -print -quit)"
+done
+
 # a sanitizer report from the receiving side (its stderr comes back over SSH) fails the case
 for f in "$work"/*.err; do
 	check eval "! grep -q 'AddressSanitizer\|ThreadSanitizer\|runtime error' '$f'"
