@@ -2,8 +2,8 @@
 # The multi-connection engine through a real OpenSSH sshd: --workers 1 and --workers 2 each move the
 # sample tree identically over that many QUIC connections (the peer grants at most one per core of its
 # own); a tree far wider than --streams still completes; more workers than the peer has cores is
-# granted down, not refused. Also run under ThreadSanitizer (label sched), where any data race between
-# the lanes fails it.
+# granted down, not refused; --fsync on two lanes. Also run under ThreadSanitizer (label sched), where
+# any data race between the lanes fails it.
 set -euo pipefail
 source "$QS_FIXTURES/sshd.sh"
 source "$QS_FIXTURES/tree.sh"
@@ -42,6 +42,14 @@ for cc in bbr2 cubic; do
 	check test "$(field cc "$work/cc-$cc.json")" = "$cc"
 	check clean "$work/cc-$cc.err"
 done
+
+# --fsync on two lanes at once (under ThreadSanitizer too): flushes on each lane's ring, bundles' answer
+# queues, the receiver's counters and its lock from both lanes
+"$QSYNC_BIN" -a --json --fsync --workers 2 -e "$QS_RSH" --remote-path "$QSYNC_BIN" "$work/src/" \
+	"$me@127.0.0.1:$work/fsync/" >"$work/fsync.json" 2>"$work/fsync.err"
+check tree_compare "$work/src" "$work/fsync"
+check test "$(field files_failed "$work/fsync.json")" = 0
+check clean "$work/fsync.err"
 
 # work stealing: every listing starts on worker 0's deque; with two workers the second gets its work by
 # stealing, and both connections carry streams (none sits idle while the other has a backlog)
