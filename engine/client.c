@@ -616,7 +616,7 @@ static int transfer_ssh(struct client *cl, struct qs_err *err)
 		if (watch_progress(cl, &mark, &at, err) < 0)
 			return ENGINE_EXIT_TIMEOUT;
 		struct qs_err de = {0};
-		rc = engine_poll_once(cl->ctl, &l->dp, 100, &de);
+		rc = engine_poll_once(cl->ctl, &l->dp, NULL, 100, &de);
 		if (rc == 0) {
 			if ((rc = sender_pump(l, err)) < 0)
 				return ENGINE_EXIT_FILEIO;
@@ -676,7 +676,7 @@ static int finish(struct client *cl, struct qs_err *err)
 		}
 		/* the QUIC lanes' workers go on acking the receiver's last packets by themselves */
 		if (rc == 0 &&
-		    (rc = engine_poll_once(cl->ctl, cl->on_ssh ? &cl->ssh.dp : NULL, 100, err)) < 0 &&
+		    (rc = engine_poll_once(cl->ctl, cl->on_ssh ? &cl->ssh.dp : NULL, NULL, 100, err)) < 0 &&
 		    rc != -ECONNABORTED)
 			return ENGINE_EXIT_NET;
 	}

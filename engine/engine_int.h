@@ -38,9 +38,10 @@ int engine_expect(struct net_ctl_chan *c, enum net_ctl_type want, struct net_ctl
 /* Sends an error message (no file) on the control channel. */
 int engine_send_error(struct net_ctl_chan *c, const char *code, const char *msg);
 
-/* Polls the control channel and the data plane (either may be NULL) once, at most max_ms, and runs
- * the data plane's process(). */
-int engine_poll_once(struct net_ctl_chan *c, const struct net_dp *dp, int max_ms, struct qs_err *err);
+/* Polls the control channel, the data plane and a ring (any may be NULL) once, at most max_ms, reaps
+ * the ring, and runs the data plane's process(). */
+int engine_poll_once(struct net_ctl_chan *c, const struct net_dp *dp, struct io_ring *ring, int max_ms,
+                     struct qs_err *err);
 
 /* Whether n lane workers are pinned to cores: only when they fill the machine (one per core or more).
  * Fewer are left to the kernel's scheduler: two processes on one host (the local mode, a test, a

@@ -138,9 +138,10 @@ int engine_send_error(struct net_ctl_chan *c, const char *code, const char *msg)
 	return rc;
 }
 
-int engine_poll_once(struct net_ctl_chan *c, const struct net_dp *dp, int max_ms, struct qs_err *err)
+int engine_poll_once(struct net_ctl_chan *c, const struct net_dp *dp, struct io_ring *ring, int max_ms,
+                     struct qs_err *err)
 {
-	struct pollfd p[2];
+	struct pollfd p[3];
 	int n = 0;
 	int tmo = max_ms;
 	if (dp) {
@@ -160,8 +161,15 @@ int engine_poll_once(struct net_ctl_chan *c, const struct net_dp *dp, int max_ms
 		p[n].events = POLLIN;
 		n++;
 	}
+	if (ring) {
+		p[n].fd = io_ring_fd(ring);
+		p[n].events = POLLIN;
+		n++;
+	}
 	if (poll(p, (nfds_t)n, tmo) < 0 && errno != EINTR)
 		return qs_err_set(err, -errno, "poll: %s", strerror(errno));
+	if (ring)
+		io_ring_reap(ring); /* flushes and writes done: their files go on */
 	if (dp)
 		return net_dp_process(dp, err);
 	return 0;
