@@ -324,7 +324,7 @@ struct receiver {
 	    unchanged;       /* relaxed: counted by the lanes, read at the end */
 	atomic_uint placing; /* large files being put in place (b->placing); acquire/release */
 	size_t wbuf_budget;  /* write buffers of one lane */
-	unsigned flush_max;  /* fsyncs one lane keeps on its ring (0: RCV_FLUSH_MAX) */
+	unsigned flush_max;  /* fsyncs one lane keeps on its ring (receiver_open: RCV_FLUSH_MAX unless set) */
 	int verbose;
 };
 

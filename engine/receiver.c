@@ -88,8 +88,7 @@ struct rcv_wbuf {
 
 static void commit_now(struct rcv_job *j);
 static void job_destroy(struct rcv_job *j);
-static bool flush_start(struct rcv_job *j, int fd, uint8_t stage);
-static void flushed_file(struct rcv_job *j, int res);
+static void flush_begin(struct rcv_job *j, const struct io_meta *im);
 static void big_committed(struct rcv_job *j, int rc, const char *msg);
 
 static const char *status_code_name(uint8_t st)
@@ -505,16 +504,11 @@ static void big_end(struct rcv_job *j, struct io_meta *im)
 	 * is this job's alone from here on (a range sent again is answered from the bits; the job holds
 	 * the file), so it is put in place outside the lock: a flush there would hold up every lane. */
 	im->keep_mode = !r->perms;
-	if (r->do_fsync && j->l->ring) {
-		if (io_wfile_prepare(&b->wf, im, &e) < 0) {
-			snprintf(msg, sizeof(msg), "cannot finish \"%s\": %s", qp(j->path, qb), e.msg);
-			big_committed(j, -EIO, msg);
-		} else if (!flush_start(j, b->wf.fd, FLUSH_FILE)) {
-			flushed_file(j, fsync(b->wf.fd) < 0 ? -errno : 0);
-		}
+	if (r->do_fsync) {
+		flush_begin(j, im); /* (big_committed when its flushes are done) */
 		return;
 	}
-	rc = io_wfile_commit(&b->wf, im, r->do_fsync, &e);
+	rc = io_wfile_commit(&b->wf, im, false, &e);
 	if (rc < 0)
 		snprintf(msg, sizeof(msg), "cannot finish \"%s\": %s", qp(j->path, qb), e.msg);
 	big_committed(j, rc, msg);
@@ -857,26 +851,26 @@ static void commit_done(struct rcv_job *j)
 }
 
 static void flush_done(struct io_ring_op *op, int res);
+static void flushed(struct rcv_job *j, uint8_t stage, int res);
 static void bundle_drain(struct rcv_job *j);
 
-/* Puts fd's fsync on the lane's ring. False when the ring cannot take it now: flush at once then. */
-static bool flush_start(struct rcv_job *j, int fd, uint8_t stage)
+/* fd's fsync, for stage: on the lane's ring (flush_done goes on from there), or, without a ring or
+ * with the ring full, at once on this thread. */
+static void flush(struct rcv_job *j, int fd, uint8_t stage)
 {
 	struct rcv_lane *l = j->l;
-	j->flush_op.done = flush_done;
-	if (!l->ring)
-		return false;
-	if (!l->flush_workers) { /* (on the lane's thread: the limit is the submitting thread's) */
+	if (l->ring && !l->flush_workers) { /* (on the lane's thread: the limit is the submitter's) */
 		(void)io_ring_workers(l->ring, RCV_FLUSH_WORKERS);
 		l->flush_workers = true;
 	}
-	unsigned max = j->r->flush_max ? j->r->flush_max : RCV_FLUSH_MAX;
-	if (l->flushing >= max || io_ring_fsync(l->ring, &j->flush_op, fd) < 0)
-		return false;
-	l->flushing++;
-	j->flushing = stage;
-	j->writes++;
-	return true;
+	j->flush_op.done = flush_done;
+	if (l->ring && l->flushing < j->r->flush_max && io_ring_fsync(l->ring, &j->flush_op, fd) == 0) {
+		l->flushing++;
+		j->flushing = stage;
+		j->writes++;
+		return;
+	}
+	flushed(j, stage, fsync(fd) < 0 ? -errno : 0);
 }
 
 /* The flushes of the entry's file (its own, or the large file of its last range) are done. */
@@ -933,8 +927,30 @@ static void flushed_file(struct rcv_job *j, int res)
 		flush_failed(j, msg);
 		return;
 	}
-	if (!flush_start(j, w->dirfd, FLUSH_DIR))
-		flushed_dir(j, fsync(w->dirfd) < 0 ? -errno : 0);
+	flush(j, w->dirfd, FLUSH_DIR);
+}
+
+static void flushed(struct rcv_job *j, uint8_t stage, int res)
+{
+	if (stage == FLUSH_FILE)
+		flushed_file(j, res);
+	else
+		flushed_dir(j, res);
+}
+
+/* --fsync: the file's metadata now, then its flush; it is put in place when that is done (flushed_file),
+ * acked when its directory's is (flush_ok). */
+static void flush_begin(struct rcv_job *j, const struct io_meta *im)
+{
+	char msg[NET_STREAM_MAX_ACK_MSG], qb[IO_QUOTE_MAX];
+	struct qs_err e = {0};
+	struct io_wfile *w = out_file(j);
+	if (io_wfile_prepare(w, im, &e) < 0) {
+		snprintf(msg, sizeof(msg), "cannot finish \"%s\": %s", qp(j->path, qb), e.msg);
+		flush_failed(j, msg);
+		return;
+	}
+	flush(j, w->fd, FLUSH_FILE);
 }
 
 /* An fsync on the ring is done (on the lane's thread). A job given up on meanwhile (the stream reset,
@@ -949,12 +965,8 @@ static void flush_done(struct io_ring_op *op, int res)
 	j->l->flushing--;
 	if (res == -ECANCELED) /* (not run: flushed here instead) */
 		res = fsync(stage == FLUSH_FILE ? out_file(j)->fd : out_file(j)->dirfd) < 0 ? -errno : 0;
-	if (!j->finished) {
-		if (stage == FLUSH_FILE)
-			flushed_file(j, res);
-		else
-			flushed_dir(j, res);
-	}
+	if (!j->finished)
+		flushed(j, stage, res);
 	if (j->bundle && !j->flushing) {
 		bundle_drain(j->bundle); /* (may answer it, and it goes) */
 		return;
@@ -1001,19 +1013,11 @@ static void commit_now(struct rcv_job *j)
 			job_fail(j, NET_STREAM_EIO, msg);
 			return;
 		}
-		if (r->do_fsync && j->l->ring) {
-			/* flushed on the ring, put in place when that is done (flushed_file) */
-			if (io_wfile_prepare(&j->wf, &im, &e) < 0) {
-				j->wf_open = false;
-				snprintf(msg, sizeof(msg), "cannot finish \"%s\": %s", qp(j->path, qb),
-				         e.msg);
-				job_fail(j, NET_STREAM_EIO, msg);
-			} else if (!flush_start(j, j->wf.fd, FLUSH_FILE)) {
-				flushed_file(j, fsync(j->wf.fd) < 0 ? -errno : 0);
-			}
+		if (r->do_fsync) {
+			flush_begin(j, &im); /* (commit_done when its flushes are done) */
 			return;
 		}
-		rc = io_wfile_commit(&j->wf, &im, r->do_fsync, &e);
+		rc = io_wfile_commit(&j->wf, &im, false, &e);
 		j->wf_open = false;
 		if (rc < 0) {
 			snprintf(msg, sizeof(msg), "cannot finish \"%s\": %s", qp(j->path, qb), e.msg);
@@ -1555,6 +1559,8 @@ int receiver_open(struct receiver *r, const struct net_ctl_sync_start *ss, struc
 	atomic_init(&r->bytes, 0);
 	if (!r->wbuf_budget)
 		r->wbuf_budget = RCV_WBUF_BUDGET;
+	if (!r->flush_max)
+		r->flush_max = RCV_FLUSH_MAX;
 	r->perms = ss->preserve_permissions;
 	r->times = ss->preserve_timestamps;
 	r->owner = ss->preserve_owner;
