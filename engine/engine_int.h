@@ -332,12 +332,13 @@ struct receiver {
 struct rcv_lane {
 	struct receiver *r;
 	struct net_dp dp;
-	struct net_quic *q;     /* the QUIC lane's server (NULL for the SSH lane) */
-	struct io_dircache *dc; /* parents of the files being written, beneath rootfd */
-	struct io_ring *ring;   /* the lane's io_uring for content writes (NULL: written at once) */
-	bool flush_workers;     /* the ring's io-wq limit is raised for flushing (RCV_FLUSH_WORKERS) */
-	unsigned flushing;      /* fsyncs on the ring now (at most r->flush_max) */
-	size_t wbuf_bytes;      /* held by streams and writes in flight now */
+	struct net_quic *q;            /* the QUIC lane's server (NULL for the SSH lane) */
+	struct io_dircache *dc;        /* parents of the files being written, beneath rootfd */
+	struct io_ring *ring;          /* the lane's io_uring for content writes (NULL: written at once) */
+	bool flush_workers;            /* the ring's io-wq limit is raised for flushing (RCV_FLUSH_WORKERS) */
+	unsigned flushing;             /* files flushing on the ring now (at most r->flush_max) */
+	struct rcv_dirflush *dirflush; /* directories flushing on the ring now (receiver.c) */
+	size_t wbuf_bytes;             /* held by streams and writes in flight now */
 	struct rcv_wbuf *wfree[RCV_WBUF_FREE_MAX];
 	size_t n_wfree;
 	atomic_uint_fast64_t closed; /* streams ended here; relaxed: the control thread only compares */

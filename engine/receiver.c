@@ -58,6 +58,8 @@ struct rcv_job {
 	uint8_t flushing; /* FLUSH_FILE or FLUSH_DIR while flush_op is on the ring (counted in writes) */
 	struct rcv_job *bundle;    /* an entry of this bundle (NULL: a stream's own, or the bundle went) */
 	struct rcv_job *wait_next; /* the next entry waiting in its bundle's answer queue */
+	struct rcv_job *dir_next;  /* the next file waiting on the same directory flush */
+	int dir_res;               /* that flush's result, as its files go on */
 };
 
 enum { FLUSH_NONE, FLUSH_FILE, FLUSH_DIR };
@@ -854,8 +856,48 @@ static void flush_done(struct io_ring_op *op, int res);
 static void flushed(struct rcv_job *j, uint8_t stage, int res);
 static void bundle_drain(struct rcv_job *j);
 
-/* fd's fsync, for stage: on the lane's ring (flush_done goes on from there), or, without a ring or
- * with the ring full, at once on this thread. */
+/* One directory's flush on the lane's ring. It covers every file linked into the directory before it
+ * was submitted (fsync of a directory makes what was done to it so far durable); a file linked while it
+ * runs waits for the next one, which starts when this one is done. So a directory that takes many files
+ * at once is flushed a few times, not once a file. The directory is known by the descriptor its files
+ * hold: the covered ones keep it open until the flush is done, so no other directory can have it. */
+struct rcv_dirflush {
+	struct io_ring_op op;
+	struct rcv_lane *l;
+	int fd;
+	struct rcv_job *covered; /* linked before op was submitted (by dir_next) */
+	struct rcv_job *next;    /* linked since: the next flush's */
+	struct rcv_dirflush *link;
+};
+
+static void dirflush_done(struct io_ring_op *op, int res);
+
+/* j's file is in place in fd: it joins that directory's flush under way, or one starts. */
+static int dirflush_join(struct rcv_job *j, int fd)
+{
+	struct rcv_lane *l = j->l;
+	struct rcv_dirflush *g;
+	for (g = l->dirflush; g; g = g->link)
+		if (g->fd == fd) {
+			j->dir_next = g->next;
+			g->next = j;
+			return 0;
+		}
+	if (!(g = calloc(1, sizeof(*g))))
+		return -ENOMEM;
+	*g = (struct rcv_dirflush){.op.done = dirflush_done, .l = l, .fd = fd, .covered = j};
+	j->dir_next = NULL;
+	if (io_ring_fsync(l->ring, &g->op, fd) < 0) {
+		free(g);
+		return -EBUSY;
+	}
+	g->link = l->dirflush;
+	l->dirflush = g;
+	return 0;
+}
+
+/* fd's fsync, for stage: on the lane's ring (flush_done, or dirflush_done, goes on from there), or,
+ * without a ring or with the ring full, at once on this thread. */
 static void flush(struct rcv_job *j, int fd, uint8_t stage)
 {
 	struct rcv_lane *l = j->l;
@@ -864,7 +906,8 @@ static void flush(struct rcv_job *j, int fd, uint8_t stage)
 		l->flush_workers = true;
 	}
 	j->flush_op.done = flush_done;
-	if (l->ring && l->flushing < j->r->flush_max && io_ring_fsync(l->ring, &j->flush_op, fd) == 0) {
+	if (l->ring && l->flushing < j->r->flush_max &&
+	    (stage == FLUSH_DIR ? dirflush_join(j, fd) : io_ring_fsync(l->ring, &j->flush_op, fd)) == 0) {
 		l->flushing++;
 		j->flushing = stage;
 		j->writes++;
@@ -956,15 +999,12 @@ static void flush_begin(struct rcv_job *j, const struct io_meta *im)
 /* An fsync on the ring is done (on the lane's thread). A job given up on meanwhile (the stream reset,
  * the connection gone) only goes: its file, unnamed or already in place, is left as it is now (the
  * last range of a large file is not given up on: see rcv_closed). */
-static void flush_done(struct io_ring_op *op, int res)
+static void job_flushed(struct rcv_job *j, int res)
 {
-	struct rcv_job *j = (struct rcv_job *)((char *)op - offsetof(struct rcv_job, flush_op));
 	uint8_t stage = j->flushing;
 	j->flushing = FLUSH_NONE;
 	j->writes--;
 	j->l->flushing--;
-	if (res == -ECANCELED) /* (not run: flushed here instead) */
-		res = fsync(stage == FLUSH_FILE ? out_file(j)->fd : out_file(j)->dirfd) < 0 ? -errno : 0;
 	if (!j->finished)
 		flushed(j, stage, res);
 	if (j->bundle && !j->flushing) {
@@ -972,6 +1012,50 @@ static void flush_done(struct io_ring_op *op, int res)
 		return;
 	}
 	job_continue(j);
+}
+
+static void flush_done(struct io_ring_op *op, int res)
+{
+	struct rcv_job *j = (struct rcv_job *)((char *)op - offsetof(struct rcv_job, flush_op));
+	if (res == -ECANCELED) /* (not run: flushed here instead) */
+		res = fsync(out_file(j)->fd) < 0 ? -errno : 0;
+	job_flushed(j, res);
+}
+
+/* A directory's flush is done: its covered files go on, and those linked since get the next flush
+ * (submitted first: the covered files let go of the directory as they go on). */
+static void dirflush_done(struct io_ring_op *op, int res)
+{
+	struct rcv_dirflush *g = (struct rcv_dirflush *)op;
+	struct rcv_lane *l = g->l;
+	struct rcv_job *done = NULL;
+	for (;;) {
+		if (res == -ECANCELED)
+			res = fsync(g->fd) < 0 ? -errno : 0;
+		for (struct rcv_job *c = g->covered, *n; c; c = n) { /* (done, in any order) */
+			n = c->dir_next;
+			c->dir_next = done;
+			c->dir_res = res;
+			done = c;
+		}
+		g->covered = g->next;
+		g->next = NULL;
+		if (!g->covered || io_ring_fsync(l->ring, &g->op, g->fd) == 0)
+			break;
+		res = fsync(g->fd) < 0 ? -errno : 0; /* (the ring is full: at once) */
+	}
+	if (!g->covered) {
+		struct rcv_dirflush **p = &l->dirflush;
+		while (*p != g)
+			p = &(*p)->link;
+		*p = g->link;
+		free(g);
+	}
+	for (struct rcv_job *c = done, *n; c; c = n) {
+		n = c->dir_next;
+		c->dir_next = NULL;
+		job_flushed(c, c->dir_res);
+	}
 }
 
 /* Every byte of the stream is on the disk (or was refused): put the entry in place. */

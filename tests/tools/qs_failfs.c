@@ -1,7 +1,8 @@
 /* qs_failfs: a FUSE file system for end-to-end tests, passing everything through to a backing
- * directory except that fsync of a file whose name contains "failsync" fails with EIO (what a disk
- * that loses a write reports). Usage: qs_failfs BACKING_DIR MOUNTPOINT [fuse options]; it stays in
- * the foreground, single-threaded, until unmounted (fusermount3 -u MOUNTPOINT). */
+ * directory except that fsync of a file whose name contains "failsync", or of a directory whose name
+ * contains "faildir", fails with EIO (what a disk that loses a write reports). Usage: qs_failfs BACKING_DIR
+ * MOUNTPOINT [fuse options]; it stays in the foreground, single-threaded, until unmounted (fusermount3 -u
+ * MOUNTPOINT). */
 #define FUSE_USE_VERSION 31
 #include <dirent.h>
 #include <errno.h>
@@ -197,8 +198,9 @@ static int f_releasedir(const char *path, struct fuse_file_info *fi)
 
 static int f_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi)
 {
-	(void)path;
 	(void)datasync;
+	if (strstr(path, "faildir"))
+		return -EIO;
 	return SYS(fsync(dirfd((DIR *)(uintptr_t)fi->fh)));
 }
 
