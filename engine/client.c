@@ -52,7 +52,8 @@ struct client {
 	uint32_t peer_max_streams;
 	char conn_id[17];
 	uint64_t t0, last_progress;
-	bool no_ring; /* QSYNC_NO_URING: files read at once on the lane's thread */
+	uint64_t peer_failed; /* ack_complete's files_failed: what the receiver could not write */
+	bool no_ring;         /* QSYNC_NO_URING: files read at once on the lane's thread */
 };
 
 /* SRC DEST with no host: the peer is this same binary as a child, on pipes, reached over loopback UDP. */
@@ -102,6 +103,10 @@ static int spawn_local(struct client *cl, struct qs_err *err)
 static void stats_update(struct client *cl)
 {
 	sender_stats(cl->all, cl->n_all, &cl->snd, cl->st);
+	/* the receiver knows of failures the sender never hears of (a directory it could not flush at the
+	 * end, ranges that never came), and the sender of some it never sees (files it could not read) */
+	if (cl->peer_failed > cl->st->files_failed)
+		cl->st->files_failed = cl->peer_failed;
 	for (unsigned i = 0; i < cl->n_up && i < ENGINE_MAX_LANES; i++)
 		cl->st->lane_streams[i] =
 		    atomic_load_explicit(&cl->up[i]->streams_opened, memory_order_relaxed);
@@ -680,8 +685,8 @@ static int finish(struct client *cl, struct qs_err *err)
 		    rc != -ECONNABORTED)
 			return ENGINE_EXIT_NET;
 	}
-	if (m->u.ack_complete.files_failed > 0 && st->files_failed == 0)
-		st->files_failed = m->u.ack_complete.files_failed;
+	cl->peer_failed = m->u.ack_complete.files_failed;
+	stats_update(cl);
 	memset(m, 0, sizeof(*m));
 	m->type = NET_CTL_BYE;
 	net_ctl_send(cl->ctl, m, NULL);

@@ -304,7 +304,9 @@ struct receiver {
 	int rootfd;
 	bool root; /* running as root: owner and group can be given away */
 	bool single_file;
-	bool existed; /* the destination was there before (sync_ready: the quick check is worth asking) */
+	bool existed;   /* the destination was there before (sync_ready: the quick check is worth asking) */
+	bool made_root; /* this run created the destination directory (--fsync flushes its parent too) */
+	bool no_ring;   /* QSYNC_NO_URING: no io_uring here either (flush_dirs) */
 	char single_name[256];
 	bool perms, times, owner, group, do_fsync;
 	mode_t umask;
@@ -369,7 +371,8 @@ void receiver_lane_free(struct rcv_lane *l);
 /* Sends the queued error reports on the control channel. Called from the control thread. */
 void receiver_flush_reports(struct receiver *r);
 
-/* Applies directory modes and times, deepest first (after all contents are written). */
+/* Applies directory modes and times, deepest first (after all contents are written); with --fsync,
+ * flushes every directory then (each one that fails is reported and counted failed). */
 int receiver_finish(struct receiver *r, struct qs_err *err);
 
 void receiver_free(struct receiver *r);

@@ -1674,7 +1674,9 @@ int receiver_open(struct receiver *r, const struct net_ctl_sync_start *ss, struc
 			snprintf(root, sizeof(root), ".");
 	} else if (!dest_is_dir) {
 		/* Like rsync, create the last level of the destination, not the whole chain. */
-		if (mkdir(dest, 0777) < 0 && errno != EEXIST)
+		if (mkdir(dest, 0777) == 0)
+			r->made_root = true;
+		else if (errno != EEXIST)
 			return qs_err_set(err, -errno, "cannot create destination directory \"%s\": %s", dest,
 			                  strerror(errno));
 	}
@@ -1703,6 +1705,83 @@ static int depth_cmp(const void *a, const void *b)
 bool receiver_placing(struct receiver *r)
 {
 	return atomic_load_explicit(&r->placing, memory_order_acquire) > 0;
+}
+
+/* One directory's flush at the end of the run (flush_dirs). */
+struct rcv_dirsync {
+	struct io_ring_op op;
+	const char *rel;
+	int fd;
+	int res; /* 0 or -errno once done; 1 while on the ring */
+};
+
+static void dirsync_done(struct io_ring_op *op, int res)
+{
+	((struct rcv_dirsync *)op)->res = res;
+}
+
+/* With --fsync, the tree's directories themselves, once their attributes are set: a file's flush makes
+ * its own name durable, not the names of the directories made for it, nor their attributes. Every
+ * directory of the tree, the root, and the root's parent when this run made the root, flushed on a ring
+ * of this thread's, many at once (they share the journal's commits), or one after the other without
+ * io_uring. Each that fails is reported; returns how many. */
+static uint64_t flush_dirs(struct receiver *r)
+{
+	enum { BATCH = 64 };
+	struct rcv_dirsync b[BATCH];
+	struct io_ring *ring = NULL;
+	if (!r->no_ring && io_ring_new(BATCH, true, &ring) == 0)
+		(void)io_ring_workers(ring, RCV_FLUSH_WORKERS);
+	uint64_t failed = 0;
+	size_t total = r->n_dirs + 2; /* the tree's directories, then the root, then its parent */
+	for (size_t i = 0; i < total;) {
+		size_t n = 0;
+		for (; i < total && n < BATCH; i++) {
+			struct rcv_dirsync *d = &b[n];
+			*d = (struct rcv_dirsync){.op.done = dirsync_done, .fd = -1};
+			if (i < r->n_dirs) {
+				if (!r->dirs[i].rel[0])
+					continue; /* (the root: next) */
+				d->rel = r->dirs[i].rel;
+				d->fd =
+				    io_open_beneath(r->rootfd, d->rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+			} else if (i == r->n_dirs) {
+				d->rel = ".";
+				if ((d->fd = fcntl(r->rootfd, F_DUPFD_CLOEXEC, 0)) < 0)
+					d->fd = -errno;
+			} else {
+				if (!r->made_root)
+					continue;
+				d->rel = "..";
+				if ((d->fd = openat(r->rootfd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+					d->fd = -errno;
+			}
+			n++;
+			if (d->fd < 0)
+				d->res = d->fd;
+			else if (ring && io_ring_fsync(ring, &d->op, d->fd) == 0)
+				d->res = 1;
+			else
+				d->res = fsync(d->fd) < 0 ? -errno : 0;
+		}
+		if (ring)
+			io_ring_drain(ring);
+		for (size_t k = 0; k < n; k++) {
+			struct rcv_dirsync *d = &b[k];
+			if (d->res > 0) /* (the ring failed under it: at once, then) */
+				d->res = fsync(d->fd) < 0 ? -errno : 0;
+			if (d->fd >= 0)
+				close(d->fd);
+			if (d->res < 0) {
+				char qb[IO_QUOTE_MAX];
+				fprintf(stderr, "qsync: receiver: cannot fsync directory \"%s\": %s\n",
+				        qp(d->rel, qb), strerror(-d->res));
+				failed++;
+			}
+		}
+	}
+	io_ring_free(ring);
+	return failed;
 }
 
 int receiver_finish(struct receiver *r, struct qs_err *err)
@@ -1735,6 +1814,8 @@ int receiver_finish(struct receiver *r, struct qs_err *err)
 			qs_err_set(err, rc, "cannot set attributes of \"%s\": %s", qp(d->rel, qb), e.msg);
 		}
 	}
+	if (r->do_fsync)
+		atomic_fetch_add_explicit(&r->failed, flush_dirs(r), memory_order_relaxed);
 	return first;
 }
 

@@ -408,6 +408,7 @@ int engine_server_session(struct net_ctl_chan *c, const struct engine_addrs *add
 	p->r.rootfd = -1;
 	p->r.verbose = verbose;
 	p->no_ring = getenv("QSYNC_NO_URING") != NULL;
+	p->r.no_ring = p->no_ring;
 	atomic_init(&p->stop, false);
 	signal(SIGPIPE, SIG_IGN);
 	catch_stop_signals();

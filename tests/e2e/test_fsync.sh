@@ -60,8 +60,9 @@ for path in quic ssh; do
 	# one flush of a directory answers for the files put in it before it began, so there are fewer
 	# directory flushes than files (one each would make it exactly twice the files)
 	check test "$(fsyncs "$work/fsync-$path.perf")" -lt "$((2 * files))"
-	# The receiver flushes on its lanes' io_uring (io-wq workers, not fsync(2)), the large file (the
-	# last of its ranges) too, over QUIC and over SSH alike
+	# The receiver flushes on io_uring (io-wq workers, not fsync(2)): files on their lanes' rings,
+	# the large file (the last of its ranges) too, and the directories at the end on a ring of the
+	# control thread's, over QUIC and over SSH alike
 	echo "-- $path: $(calls "$work/fsync-$path.perf") of them by fsync(2)"
 	check test "$(calls "$work/fsync-$path.perf")" = 0
 done
@@ -126,7 +127,7 @@ head -c 3000 /dev/urandom >"$work/ffsrc/old-failsync.txt"
 for i in $(seq 1 30); do head -c $((i * 150)) /dev/urandom >"$work/ffsrc/x-faildir/f$i"; done
 head -c $((2 << 20)) /dev/urandom >"$work/ffsrc/x-faildir/mid.bin"
 ndirfail=31
-nfail=$((6 + ndirfail))
+nfail=$((6 + ndirfail + 1)) # (and x-faildir itself, flushed at the end)
 for path in quic ssh; do
 	extra=()
 	[ "$path" = ssh ] && extra=(--no-quic)
@@ -152,6 +153,30 @@ for path in quic ssh; do
 	done >"$work/ff-$path.cmp"
 	check test ! -s "$work/ff-$path.cmp"
 	check test -z "$(find "$work/ff-back/$path" -name '.*.qs.*' -print -quit)"
+done
+
+# With --fsync the directories themselves are flushed at the end, once their attributes are set (a
+# file's flush makes its own name durable, not the directories made for it): one that gets no file,
+# and the parent of a destination the run creates. A failure there is reported and fails the run; the
+# files all arrive.
+mkdir -p "$work/ffd-src/a/empty-faildir" "$work/ff/p-faildir"
+printf 'kept\n' >"$work/ffd-src/a/good.txt"
+for path in quic ssh; do
+	extra=()
+	[ "$path" = ssh ] && extra=(--no-quic)
+	set +e
+	"$QSYNC_BIN" -a --json --fsync "${extra[@]}" -e "$QS_RSH" --remote-path "$QSYNC_BIN" "$work/ffd-src/" \
+		"$me@127.0.0.1:$work/ff/p-faildir/new-$path/" >"$work/ffd-$path.json" 2>"$work/ffd-$path.err"
+	rc=$?
+	set -e
+	echo "-- failing directory flushes, $path: exit $rc, $(field files_failed "$work/ffd-$path.json") failed"
+	sed 's/^/   /' "$work/ffd-$path.err" | head -5
+	check test "$rc" = 23
+	check test "$(field files_failed "$work/ffd-$path.json")" = 2
+	check grep -q 'cannot fsync directory "a/empty-faildir"' "$work/ffd-$path.err"
+	check grep -q 'cannot fsync directory "\.\."' "$work/ffd-$path.err"
+	check test -d "$work/ff/p-faildir/new-$path/a/empty-faildir"
+	check cmp "$work/ffd-src/a/good.txt" "$work/ff/p-faildir/new-$path/a/good.txt"
 done
 
 # a sanitizer report from the receiving side (its stderr comes back over SSH) fails the case
