@@ -82,7 +82,7 @@ struct engine_stats {
 	uint64_t files_discovered; /* entries found by the walk (files, dirs, links) */
 	uint64_t files_done;       /* confirmed by the receiver */
 	uint64_t files_failed;
-	uint64_t files_in_flight;
+	uint64_t files_in_flight; /* taken by a lane and not yet finished (a large file once) */
 	uint64_t bytes_total;     /* content bytes to send */
 	uint64_t bytes_done;      /* content bytes confirmed */
 	uint64_t bytes_sent;      /* content bytes handed to the data plane (live progress) */
@@ -95,6 +95,7 @@ struct engine_stats {
 	uint64_t streams_total;     /* to send in all */
 	uint64_t streams_done_quic; /* confirmed over QUIC */
 	uint64_t streams_sent_ssh;  /* opened on the SSH data path */
+	uint64_t streams_in_flight; /* open now (a bundle or a batch is one) */
 	uint32_t streams_max;       /* negotiated max_streams */
 	uint32_t connections;       /* QUIC connections (and worker threads) carrying the data; 0 over SSH */
 	const char *cc;             /* their congestion control (bbr, bbr2, cubic); NULL without QUIC */

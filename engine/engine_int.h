@@ -73,6 +73,7 @@ struct snd_big {
 	atomic_bool failed; /* one range failed: the file is reported once */
 	atomic_uint refs;   /* range entries alive; the last one frees this */
 	atomic_bool have;   /* a range was answered HAVE: the receiver has the file, every range is done */
+	atomic_uint held;   /* ranges a lane holds now: the file is in flight while any is (hold) */
 	uint32_t id;        /* the file_id every range carries */
 	uint32_t count;
 	char rel[]; /* the path, shared by the ranges */
@@ -99,6 +100,7 @@ struct snd_entry {
 	uint32_t range_idx;
 	bool asked;      /* a batch's answer was SEND: it goes without asking again */
 	bool solo;       /* goes on a stream of its own (a bundle it was in failed under it) */
+	bool held;       /* a lane has it, out of every queue, not finished (files_in_flight) */
 	const char *rel; /* path on the wire ("" for the root) */
 	char buf[];      /* rel, when the entry holds it itself */
 };
@@ -146,6 +148,7 @@ struct sender {
 struct snd_counters {
 	atomic_uint_fast64_t files_done, files_failed, bytes_done, bytes_sent, wire_bytes, files_resent;
 	atomic_uint_fast64_t files_done_quic, files_done_ssh, streams_done_quic, streams_sent_ssh, in_flight;
+	atomic_uint_fast64_t held; /* entries held (hold/release); wraps: only the lanes' sum means a count */
 	atomic_uint_fast64_t files_unchanged, bytes_unchanged;
 };
 

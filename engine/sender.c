@@ -268,6 +268,16 @@ static int give(struct snd_lane *l, struct snd_entry *e)
 	return rc;
 }
 
+static void release(struct snd_lane *l, struct snd_entry *e);
+
+/* e, held by l, goes back: to the resend queue (again: cut off with its data path) or to be taken
+ * afresh. Returns false when it could not (out of memory: still l's). */
+static bool put_back(struct snd_lane *l, struct snd_entry *e, bool again)
+{
+	release(l, e);
+	return again ? requeue(l->s, e, true) : give(l, e) == 0;
+}
+
 /* The next item for l: one waiting to be resent (again = true), else from l's worker's deque or by
  * stealing, else (control thread) from s->local. */
 static struct snd_entry *take(struct snd_lane *l, bool *again)
@@ -339,6 +349,7 @@ static int offer(struct snd_lane *l, struct sender *s, struct snd_entry *e,
 	atomic_init(&b->left, (unsigned)count);
 	atomic_init(&b->failed, false);
 	atomic_init(&b->refs, (unsigned)count);
+	atomic_init(&b->held, 0u);
 	b->id = atomic_fetch_add_explicit(&s->next_id, 1, memory_order_relaxed);
 	b->count = (uint32_t)count;
 	uint64_t made = 0;
@@ -892,9 +903,32 @@ static void opened(struct snd_lane *l)
 		add(&l->c.streams_sent_ssh, 1);
 }
 
+/* e is l's now, taken out of a queue, until it is finished or back in one: the entries in flight. A
+ * large file counts once, while any of its ranges is held (the last release may be another lane's,
+ * so one lane's count alone can go below zero). Each call only on the thread of the lane holding e. */
+static void hold(struct snd_lane *l, struct snd_entry *e)
+{
+	if (e->held)
+		return;
+	e->held = true;
+	if (!e->big || atomic_fetch_add_explicit(&e->big->held, 1, memory_order_relaxed) == 0)
+		add(&l->c.held, 1);
+}
+
+/* (before e goes back to a queue: another lane may have it at once) */
+static void release(struct snd_lane *l, struct snd_entry *e)
+{
+	if (!e->held)
+		return;
+	e->held = false;
+	if (!e->big || atomic_fetch_sub_explicit(&e->big->held, 1, memory_order_relaxed) == 1)
+		atomic_fetch_sub_explicit(&l->c.held, 1, memory_order_relaxed);
+}
+
 /* e is finished with (confirmed or failed, its counters updated): it goes. */
 static void done_with(struct snd_lane *l, struct snd_entry *e)
 {
+	release(l, e);
 	entry_free(e);
 	atomic_fetch_sub_explicit(&l->s->remaining, 1, memory_order_release);
 }
@@ -1007,7 +1041,7 @@ static int batch_flush(struct snd_lane *l, struct qs_err *err)
 	if (rc < 0) {
 		int lost = 0;
 		for (uint32_t i = b->n; i-- > 0;)
-			if (give(l, b->e[i]) < 0) {
+			if (!put_back(l, b->e[i], false)) {
 				entry_free(b->e[i]); /* (out of memory: the transfer fails) */
 				lost = -ENOMEM;
 			}
@@ -1102,7 +1136,7 @@ static int bundle_flush(struct snd_lane *l, struct qs_err *err)
 		int lost = 0;
 		for (uint32_t i = b->n; i-- > 0;) {
 			struct snd_entry *e = bundle_unsend(b, i);
-			if (give(l, e) < 0) {
+			if (!put_back(l, e, false)) {
 				entry_free(e); /* (out of memory: the transfer fails) */
 				lost = -ENOMEM;
 			}
@@ -1142,19 +1176,19 @@ int sender_pump(struct snd_lane *l, struct qs_err *err)
 			}
 			continue;
 		}
+		hold(l, e);
 		if (e->big && atomic_load_explicit(&e->big->have, memory_order_acquire)) {
 			/* another range of this file was answered HAVE: the receiver has it whole, and
 			 * does not wait for this range to ask (one round trip for a file of any size) */
 			confirm(l, e, true);
-			entry_free(e);
-			atomic_fetch_sub_explicit(&s->remaining, 1, memory_order_release);
+			done_with(l, e);
 			continue;
 		}
 		if (batchable(l, e)) {
 			rc = batch_add(l, e);
 			if (rc < 0) {
 				rc = qs_err_set(err, rc, "cannot ask about %s: %s", e->rel, strerror(-rc));
-				if (again ? !requeue(s, e, true) : give(l, e) < 0)
+				if (!put_back(l, e, again))
 					entry_free(e); /* (out of memory: the transfer fails) */
 				break;
 			}
@@ -1170,7 +1204,7 @@ int sender_pump(struct snd_lane *l, struct qs_err *err)
 			rc = bundle_add(l, e);
 			if (rc < 0) {
 				rc = qs_err_set(err, rc, "out of memory");
-				if (again ? !requeue(s, e, true) : give(l, e) < 0)
+				if (!put_back(l, e, again))
 					entry_free(e); /* (out of memory: the transfer fails) */
 				break;
 			}
@@ -1185,14 +1219,14 @@ int sender_pump(struct snd_lane *l, struct qs_err *err)
 		struct snd_job *j = NULL;
 		rc = job_new(l, e, &j, err);
 		if (rc < 0) {
-			again ? requeue(s, e, true) : give(l, e);
+			put_back(l, e, again);
 			break;
 		}
 		rc = net_dp_stream_open(&l->dp, j, &j->sid);
 		if (rc < 0) {
 			j->e = NULL;
 			job_free(j);
-			if ((again ? !requeue(s, e, true) : give(l, e) < 0)) {
+			if (!put_back(l, e, again)) {
 				rc = qs_err_set(err, -ENOMEM, "out of memory");
 				break;
 			}
@@ -1228,7 +1262,8 @@ void sender_stats(struct snd_lane *const *lanes, size_t n, struct sender *s, str
 	st->files_resent = st->files_done_quic = st->files_done_ssh = st->files_unchanged = 0;
 	st->bytes_unchanged = 0;
 	st->streams_done_quic = st->streams_sent_ssh = 0;
-	st->files_in_flight = 0;
+	st->files_in_flight = st->streams_in_flight = 0;
+	uint64_t held = 0;
 	for (size_t i = 0; i < n; i++) {
 		const struct snd_counters *c = &lanes[i]->c;
 		st->files_done += get(&c->files_done);
@@ -1243,8 +1278,10 @@ void sender_stats(struct snd_lane *const *lanes, size_t n, struct sender *s, str
 		st->bytes_unchanged += get(&c->bytes_unchanged);
 		st->streams_done_quic += get(&c->streams_done_quic);
 		st->streams_sent_ssh += get(&c->streams_sent_ssh);
-		st->files_in_flight += get(&c->in_flight);
+		st->streams_in_flight += get(&c->in_flight);
+		held += get(&c->held); /* (wraps as the lanes' counts do) */
 	}
+	st->files_in_flight = (int64_t)held > 0 ? held : 0; /* (read lane by lane: a moment's skew) */
 }
 
 void sender_free(struct sender *s)
@@ -1313,6 +1350,7 @@ static int batch_recv(struct snd_batch *b, const uint8_t *data, size_t len, int 
 			if (v == NET_STREAM_VERDICT_SEND) {
 				b->e[b->answered++] = NULL;
 				e->asked = true;
+				release(l, e);
 				if (give(l, e) < 0)
 					give_up(l, e, "out of memory");
 				at++;
@@ -1361,10 +1399,9 @@ static int batch_recv(struct snd_batch *b, const uint8_t *data, size_t len, int 
 static void batch_closed(struct snd_batch *b, uint64_t app_error)
 {
 	struct snd_lane *l = b->l;
-	struct sender *s = l->s;
 	for (uint32_t i = b->answered; i < b->n; i++) {
 		struct snd_entry *e = b->e[i];
-		if (app_error == NET_DP_GONE && !b->msg[0] && !b->ended && requeue(s, e, true))
+		if (app_error == NET_DP_GONE && !b->msg[0] && !b->ended && put_back(l, e, true))
 			continue; /* (still to be done: remaining keeps it) */
 		char m[NET_STREAM_MAX_ACK_MSG + 64];
 		if (b->msg[0])
@@ -1488,7 +1525,6 @@ static int bundle_recv(struct snd_bundle *b, const uint8_t *data, size_t len, in
 static void bundle_closed(struct snd_bundle *b, uint64_t app_error)
 {
 	struct snd_lane *l = b->l;
-	struct sender *s = l->s;
 	char why[NET_STREAM_MAX_ACK_MSG + 1] = "";
 	if (b->read_failed && b->cur)
 		snprintf(why, sizeof(why), "%s", b->cur->msg[0] ? b->cur->msg : "cannot be read");
@@ -1497,13 +1533,9 @@ static void bundle_closed(struct snd_bundle *b, uint64_t app_error)
 		struct snd_entry *e = bundle_unsend(b, i);
 		char m[NET_STREAM_MAX_ACK_MSG + 64];
 		if (!own && !b->msg[0] && !b->ended && (app_error == NET_DP_GONE || b->read_failed)) {
-			bool ok;
-			if (app_error == NET_DP_GONE) {
-				ok = requeue(s, e, true);
-			} else {
+			if (app_error != NET_DP_GONE)
 				e->solo = true;
-				ok = give(l, e) == 0;
-			}
+			bool ok = put_back(l, e, app_error == NET_DP_GONE);
 			if (ok)
 				continue; /* (still to be done: remaining keeps it) */
 			snprintf(m, sizeof(m), "out of memory");
@@ -1750,7 +1782,8 @@ static void snd_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 	bool confirmed = j->acked && j->ack_status == NET_STREAM_OK &&
 	                 (j->phase == PH_SENT || j->verdict == NET_STREAM_VERDICT_HAVE);
 	bool requeued = false;
-	if (!confirmed && app_error == NET_DP_GONE && !j->acked && j->msg[0] == '\0' && requeue(s, e, true)) {
+	if (!confirmed && app_error == NET_DP_GONE && !j->acked && j->msg[0] == '\0' &&
+	    put_back(l, e, true)) {
 		j->e = NULL; /* the resend queue has it now */
 		requeued = true;
 		/* the data path died under it: it goes again on the next one (the receiver has dropped
@@ -1772,6 +1805,8 @@ static void snd_closed(void *ctx, int64_t sid, void *user, uint64_t app_error)
 		add(&l->c.files_failed, 1);
 		engine_emit(s->o, ENGINE_EV_FILE_ERROR, name, m, NULL);
 	}
+	if (!requeued)
+		release(l, e);
 	settle(j, j->owed); /* what a stream that ended early never sent */
 	l->in_flight--;
 	atomic_fetch_sub_explicit(&l->c.in_flight, 1, memory_order_relaxed);

@@ -125,6 +125,8 @@ check test "$ssh" -ge 1
 # nothing QUIC confirmed went again (it would be confirmed twice): SSH carried exactly what QUIC had not
 check test $((quic + ssh)) = "$found"
 check test "$(field files_done "$work/3.json")" = "$found"
+# what the dead lanes held went back to be sent again, and was let go of there
+check test "$(field files_in_flight "$work/3.json")" = 0
 check test -z "$(find "$work/dst3" -name '.*.qs.*' -print -quit)"
 sshd_stop
 qs_net_down
@@ -161,6 +163,7 @@ check test "$(field files_failed "$work/4.json")" = 0
 resent=$(field files_resent "$work/4.json")
 echo "asked again over SSH: $resent"
 check test "$resent" -ge 1
+check test "$(field files_in_flight "$work/4.json")" = 0
 check tree_compare "$work/many" "$work/dst4"
 sshd_stop
 qs_net_down

@@ -30,6 +30,8 @@ for w in 1 2; do
 	want=$((w < cores ? w : cores))
 	check test "$(field connections "$work/w$w.json")" = "$want"
 	check test "$(field files_failed "$work/w$w.json")" = 0
+	# every entry a lane took was let go of, on whichever lane finished it (test_progress: mid-run)
+	check test "$(field files_in_flight "$work/w$w.json")/$(field streams_in_flight "$work/w$w.json")" = 0/0
 	check clean "$work/w$w.err"
 done
 
@@ -70,6 +72,7 @@ fi
 	"$me@127.0.0.1:$work/narrow/" >"$work/narrow.json" 2>"$work/narrow.err"
 check tree_compare "$work/src" "$work/narrow"
 check test "$(field streams_max "$work/narrow.json")" -le 4
+check test "$(field files_in_flight "$work/narrow.json")" = 0
 check clean "$work/narrow.err"
 
 # more workers than the peer has cores: it grants what it can drive
@@ -88,6 +91,7 @@ printf 'small\n' >"$work/big/small"
 check tree_compare "$work/big" "$work/big2"
 check test "$(field streams_total "$work/big2.json")" = 8 # 2 dirs, 1 small file, 5 ranges
 check test "$(field files_done "$work/big2.json")" = 4
+check test "$(field files_in_flight "$work/big2.json")" = 0
 check clean "$work/big2.err"
 "$QSYNC_BIN" -a --json --no-quic -e "$QS_RSH" --remote-path "$QSYNC_BIN" "$work/big/" \
 	"$me@127.0.0.1:$work/bigssh/" >"$work/bigssh.json" 2>"$work/bigssh.err"
