@@ -666,6 +666,8 @@ static int finish(struct client *cl, struct qs_err *err)
 		rc = net_ctl_recv(cl->ctl, m, &e);
 		if (rc == 1 && m->type == NET_CTL_ACK_COMPLETE)
 			break;
+		if (rc == 1 && m->type == NET_CTL_PROGRESS) /* the receiver still finishing: it is there */
+			deadline = engine_now_ns() + (uint64_t)cl->o->ctl_timeout_ms * 1000000ull;
 		if (rc == 1 && m->type == NET_CTL_ERROR && m->u.error.file[0] == '\0') {
 			qs_err_set(err, -EPROTO, "peer: %s", m->u.error.message);
 			return ENGINE_EXIT_STREAM;

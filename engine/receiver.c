@@ -5,6 +5,7 @@
  * times are applied last, deepest first, so writing into them cannot disturb them. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1698,8 +1699,9 @@ static long depth(const char *rel)
 
 static int depth_cmp(const void *a, const void *b)
 {
-	long dx = depth(((const struct rcv_dirfix *)a)->rel), dy = depth(((const struct rcv_dirfix *)b)->rel);
-	return dx < dy ? 1 : dx > dy ? -1 : 0;
+	const char *x = ((const struct rcv_dirfix *)a)->rel, *y = ((const struct rcv_dirfix *)b)->rel;
+	long dx = depth(x), dy = depth(y);
+	return dx < dy ? 1 : dx > dy ? -1 : strcmp(x, y); /* (the same directory twice: side by side) */
 }
 
 bool receiver_placing(struct receiver *r)
@@ -1707,86 +1709,164 @@ bool receiver_placing(struct receiver *r)
 	return atomic_load_explicit(&r->placing, memory_order_acquire) > 0;
 }
 
+/* The sender waits for ack_complete with a timeout of its own (--timeout) while the run finishes here
+ * (directory attributes, flushes, which a large tree on slow storage can make long): a progress
+ * message at least once a second tells it the receiver is still at work. */
+struct rcv_finish {
+	struct net_ctl_msg *m; /* (NULL: out of memory, no word sent) */
+	uint64_t last;
+};
+
+static void finishing(struct receiver *r, struct rcv_finish *f)
+{
+	uint64_t now = engine_now_ns();
+	if (!f->m || !r->ctl || now - f->last < ENGINE_FINISH_WORD_NS)
+		return;
+	f->last = now;
+	memset(f->m, 0, sizeof(*f->m));
+	f->m->type = NET_CTL_PROGRESS;
+	f->m->u.progress.completed_files = atomic_load_explicit(&r->ok, memory_order_relaxed);
+	f->m->u.progress.bytes_transferred = atomic_load_explicit(&r->bytes, memory_order_relaxed);
+	(void)net_ctl_send(r->ctl, f->m, NULL);
+}
+
 /* One directory's flush at the end of the run (flush_dirs). */
 struct rcv_dirsync {
 	struct io_ring_op op;
 	const char *rel;
-	int fd;
+	int fd;  /* or -errno: it could not be opened */
 	int res; /* 0 or -errno once done; 1 while on the ring */
 };
+
+#define RCV_DIRSYNC_SLOTS 256 /* directory flushes on the ring at once */
 
 static void dirsync_done(struct io_ring_op *op, int res)
 {
 	((struct rcv_dirsync *)op)->res = res;
 }
 
+/* d, for the i-th of what flush_dirs flushes: the tree's directories (sorted: one sent twice, after a
+ * data path died, is flushed once), then the root, then its parent if this run made it. Opens it;
+ * false when there is nothing to flush at i. */
+static bool dirsync_open(struct receiver *r, size_t i, struct rcv_dirsync *d)
+{
+	*d = (struct rcv_dirsync){.op.done = dirsync_done, .fd = -1};
+	if (i < r->n_dirs) {
+		if (!r->dirs[i].rel[0] || (i > 0 && strcmp(r->dirs[i].rel, r->dirs[i - 1].rel) == 0))
+			return false; /* (the root comes next) */
+		d->rel = r->dirs[i].rel;
+		d->fd = io_open_beneath(r->rootfd, d->rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+		return true;
+	}
+	if (i == r->n_dirs) {
+		d->rel = ".";
+		d->fd = fcntl(r->rootfd, F_DUPFD_CLOEXEC, 0);
+	} else {
+		if (!r->made_root)
+			return false;
+		d->rel = "..";
+		d->fd = openat(r->rootfd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	}
+	if (d->fd < 0)
+		d->fd = -errno;
+	return true;
+}
+
+/* d's flush is over: 0, or -1 when it failed (reported). A directory this process may not read (its
+ * mode is the sender's now, or it is a parent we only write to) cannot be opened to flush it: *whole
+ * is set, and the whole file system is flushed instead. */
+static int dirsync_end(struct rcv_dirsync *d, bool *whole)
+{
+	if (d->fd >= 0) {
+		close(d->fd);
+	} else {
+		d->res = d->fd;
+		if (d->res == -EACCES) {
+			*whole = true;
+			return 0;
+		}
+	}
+	if (d->res == 0)
+		return 0;
+	char qb[IO_QUOTE_MAX];
+	fprintf(stderr, "qsync: receiver: cannot fsync directory \"%s\": %s\n", qp(d->rel, qb),
+	        strerror(-d->res));
+	return -1;
+}
+
 /* With --fsync, the tree's directories themselves, once their attributes are set: a file's flush makes
  * its own name durable, not the names of the directories made for it, nor their attributes. Every
  * directory of the tree, the root, and the root's parent when this run made the root, flushed on a ring
- * of this thread's, many at once (they share the journal's commits), or one after the other without
- * io_uring. Each that fails is reported; returns how many. */
-static uint64_t flush_dirs(struct receiver *r)
+ * of this thread's, up to RCV_DIRSYNC_SLOTS at once (they share the journal's commits), or one after
+ * the other without io_uring. Each that fails is reported; returns how many. */
+static uint64_t flush_dirs(struct receiver *r, struct rcv_finish *f)
 {
-	enum { BATCH = 64 };
-	struct rcv_dirsync b[BATCH];
+	struct rcv_dirsync *slot = calloc(RCV_DIRSYNC_SLOTS, sizeof(*slot));
 	struct io_ring *ring = NULL;
-	if (!r->no_ring && io_ring_new(BATCH, true, &ring) == 0)
+	if (slot && !r->no_ring && io_ring_new(RCV_DIRSYNC_SLOTS, true, &ring) == 0)
 		(void)io_ring_workers(ring, RCV_FLUSH_WORKERS);
 	uint64_t failed = 0;
-	size_t total = r->n_dirs + 2; /* the tree's directories, then the root, then its parent */
-	for (size_t i = 0; i < total;) {
-		size_t n = 0;
-		for (; i < total && n < BATCH; i++) {
-			struct rcv_dirsync *d = &b[n];
-			*d = (struct rcv_dirsync){.op.done = dirsync_done, .fd = -1};
-			if (i < r->n_dirs) {
-				if (!r->dirs[i].rel[0])
-					continue; /* (the root: next) */
-				d->rel = r->dirs[i].rel;
-				d->fd =
-				    io_open_beneath(r->rootfd, d->rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-			} else if (i == r->n_dirs) {
-				d->rel = ".";
-				if ((d->fd = fcntl(r->rootfd, F_DUPFD_CLOEXEC, 0)) < 0)
-					d->fd = -errno;
-			} else {
-				if (!r->made_root)
+	bool whole = false;
+	size_t total = r->n_dirs + 2, next = 0;
+	if (!ring) {
+		for (struct rcv_dirsync d; next < total; next++)
+			if (dirsync_open(r, next, &d)) {
+				d.res = d.fd >= 0 && fsync(d.fd) < 0 ? -errno : 0;
+				failed += dirsync_end(&d, &whole) < 0;
+				finishing(r, f);
+			}
+	} else {
+		unsigned freel[RCV_DIRSYNC_SLOTS], nfree = RCV_DIRSYNC_SLOTS;
+		for (unsigned k = 0; k < RCV_DIRSYNC_SLOTS; k++)
+			freel[k] = k;
+		while (next < total || io_ring_inflight(ring) > 0) {
+			while (next < total && nfree > 0) {
+				struct rcv_dirsync *d = &slot[freel[nfree - 1]];
+				finishing(r, f); /* (an open can wait too: behind a flush, on a FUSE or
+				                    network file system) */
+				if (!dirsync_open(r, next++, d))
 					continue;
-				d->rel = "..";
-				if ((d->fd = openat(r->rootfd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
-					d->fd = -errno;
+				if (d->fd >= 0 && io_ring_fsync(ring, &d->op, d->fd) == 0) {
+					d->res = 1;
+					nfree--;
+				} else { /* (could not be opened, or the ring is full: at once) */
+					d->res = d->fd >= 0 && fsync(d->fd) < 0 ? -errno : 0;
+					failed += dirsync_end(d, &whole) < 0;
+					d->rel = NULL; /* (still free) */
+				}
 			}
-			n++;
-			if (d->fd < 0)
-				d->res = d->fd;
-			else if (ring && io_ring_fsync(ring, &d->op, d->fd) == 0)
-				d->res = 1;
-			else
-				d->res = fsync(d->fd) < 0 ? -errno : 0;
-		}
-		if (ring)
-			io_ring_drain(ring);
-		for (size_t k = 0; k < n; k++) {
-			struct rcv_dirsync *d = &b[k];
-			if (d->res > 0) /* (the ring failed under it: at once, then) */
-				d->res = fsync(d->fd) < 0 ? -errno : 0;
-			if (d->fd >= 0)
-				close(d->fd);
-			if (d->res < 0) {
-				char qb[IO_QUOTE_MAX];
-				fprintf(stderr, "qsync: receiver: cannot fsync directory \"%s\": %s\n",
-				        qp(d->rel, qb), strerror(-d->res));
-				failed++;
+			(void)io_ring_submit(ring);
+			if (io_ring_inflight(ring) == 0)
+				continue;
+			struct pollfd p = {.fd = io_ring_fd(ring), .events = POLLIN};
+			(void)poll(&p, 1, 100); /* (a completion, or a look anyway) */
+			io_ring_reap(ring);
+			finishing(r, f);
+			/* a slot is reused only once its own completion has come */
+			for (unsigned k = 0; k < RCV_DIRSYNC_SLOTS; k++) {
+				struct rcv_dirsync *d = &slot[k];
+				if (d->res == 1 || d->rel == NULL)
+					continue;
+				failed += dirsync_end(d, &whole) < 0;
+				d->rel = NULL;
+				freel[nfree++] = k;
 			}
 		}
+		io_ring_free(ring);
 	}
-	io_ring_free(ring);
+	free(slot);
+	if (whole && syncfs(r->rootfd) < 0) {
+		fprintf(stderr, "qsync: receiver: cannot flush the destination's file system: %s\n",
+		        strerror(errno));
+		failed++;
+	}
 	return failed;
 }
 
 int receiver_finish(struct receiver *r, struct qs_err *err)
 {
 	int first = 0;
+	struct rcv_finish f = {.m = malloc(sizeof(struct net_ctl_msg)), .last = engine_now_ns()};
 	/* a large file some of whose ranges never came: it fails (the final name is left as it was) */
 	pthread_mutex_lock(&r->lock);
 	for (struct rcv_big *b = r->bigs; b; b = b->next) {
@@ -1799,7 +1879,7 @@ int receiver_finish(struct receiver *r, struct qs_err *err)
 		b->failed = b->reported = true;
 		atomic_fetch_add_explicit(&r->failed, 1, memory_order_relaxed);
 	}
-	pthread_mutex_unlock(&r->lock);
+	/* (held to the end: after a deadline, lanes still running may add to r->dirs) */
 	if (r->n_dirs > 1)
 		qsort(r->dirs, r->n_dirs, sizeof(*r->dirs), depth_cmp);
 	for (size_t i = 0; i < r->n_dirs; i++) {
@@ -1807,6 +1887,7 @@ int receiver_finish(struct receiver *r, struct qs_err *err)
 		struct io_meta im = meta_for(r, d->mode, d->mtime_ns, d->uid, d->gid);
 		im.set_mode = d->set_mode;
 		struct qs_err e = {0};
+		finishing(r, &f);
 		int rc = io_meta_apply_beneath(r->rootfd, d->rel, &im, &e);
 		if (rc < 0 && first == 0) {
 			char qb[IO_QUOTE_MAX];
@@ -1815,7 +1896,9 @@ int receiver_finish(struct receiver *r, struct qs_err *err)
 		}
 	}
 	if (r->do_fsync)
-		atomic_fetch_add_explicit(&r->failed, flush_dirs(r), memory_order_relaxed);
+		atomic_fetch_add_explicit(&r->failed, flush_dirs(r, &f), memory_order_relaxed);
+	pthread_mutex_unlock(&r->lock);
+	free(f.m);
 	return first;
 }
 

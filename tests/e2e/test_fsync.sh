@@ -179,6 +179,55 @@ for path in quic ssh; do
 	check cmp "$work/ffd-src/a/good.txt" "$work/ff/p-faildir/new-$path/a/good.txt"
 done
 
+# A receiver still finishing (setting directory attributes, flushing) tells the sender it is there,
+# so a long finish does not run into the sender's --timeout: eight directories whose flushes take
+# 0.6 s each, one after the other (qs_failfs is one thread), 4.8 s against a timeout of 2 s.
+mkdir -p "$work/slow-src"
+for i in $(seq 1 8); do mkdir "$work/slow-src/d$i-slowdir"; done
+printf 'one\n' >"$work/slow-src/one"
+for path in quic ssh; do
+	extra=()
+	[ "$path" = ssh ] && extra=(--no-quic)
+	set +e
+	"$QSYNC_BIN" -a --fsync --timeout 2 "${extra[@]}" -e "$QS_RSH" --remote-path "$QSYNC_BIN" \
+		"$work/slow-src/" "$me@127.0.0.1:$work/ff/slow-$path/" >"$work/slow-$path.out" 2>"$work/slow-$path.err"
+	rc=$?
+	set -e
+	echo "-- a slow finish, $path: exit $rc"
+	sed 's/^/   /' "$work/slow-$path.err" | head -3
+	check test "$rc" = 0
+	check test -d "$work/ff/slow-$path/d8-slowdir"
+done
+
+# A receiver that is not root may not be able to open every directory it flushes: the parent of a new
+# destination that it may write to but not read (mode 1733, as a drop box), a directory whose mode
+# from the sender has no read bit (0311, set before the flush). Those are flushed with the whole file
+# system (syncfs) instead, and the run succeeds. The receiving qsync runs as nobody (setpriv).
+pub=$(mktemp -d /tmp/qs-e2e-fsync-nobody.XXXXXX)
+qs_cleanup_add "chmod -R u+rwx '$pub' 2>/dev/null; rm -rf '$pub'"
+chmod 755 "$pub"
+cp "$QSYNC_BIN" "$pub/qsync"
+printf '#!/bin/sh\nexec setpriv --reuid=65534 --regid=65534 --clear-groups %q "$@"\n' "$pub/qsync" >"$pub/as-nobody"
+chmod 755 "$pub/as-nobody"
+mkdir "$pub/drop"
+chmod 1733 "$pub/drop"
+mkdir -p "$work/nr-src/locked/inner"
+printf 'inner\n' >"$work/nr-src/locked/inner/f"
+printf 'beside\n' >"$work/nr-src/locked/g"
+chmod 0311 "$work/nr-src/locked"
+set +e
+"$QSYNC_BIN" -a --json --fsync -e "$QS_RSH" --remote-path "$pub/as-nobody" "$work/nr-src/" \
+	"$me@127.0.0.1:$pub/drop/new/" >"$work/nr.json" 2>"$work/nr.err"
+rc=$?
+set -e
+echo "-- receiver as nobody: exit $rc, $(field files_failed "$work/nr.json") failed"
+sed 's/^/   /' "$work/nr.err" | head -5
+check test "$rc" = 0
+check test "$(stat -c %U "$pub/drop/new")" = nobody
+check test "$(stat -c %a "$pub/drop/new/locked")" = 311
+check cmp "$work/nr-src/locked/inner/f" "$pub/drop/new/locked/inner/f"
+check cmp "$work/nr-src/locked/g" "$pub/drop/new/locked/g"
+
 # a sanitizer report from the receiving side (its stderr comes back over SSH) fails the case
 for f in "$work"/*.err; do
 	check eval "! grep -q 'AddressSanitizer\|ThreadSanitizer\|runtime error' '$f'"

@@ -1,8 +1,9 @@
 /* qs_failfs: a FUSE file system for end-to-end tests, passing everything through to a backing
  * directory except that fsync of a file whose name contains "failsync", or of a directory whose name
- * contains "faildir", fails with EIO (what a disk that loses a write reports). Usage: qs_failfs BACKING_DIR
- * MOUNTPOINT [fuse options]; it stays in the foreground, single-threaded, until unmounted (fusermount3 -u
- * MOUNTPOINT). */
+ * contains "faildir", fails with EIO (what a disk that loses a write reports), and fsync of a
+ * directory whose name contains "slowdir" takes 0.6 s (a slow disk). Usage: qs_failfs BACKING_DIR
+ * MOUNTPOINT [fuse options]; it stays in the foreground, single-threaded, until unmounted (fusermount3
+ * -u MOUNTPOINT). */
 #define FUSE_USE_VERSION 31
 #include <dirent.h>
 #include <errno.h>
@@ -202,6 +203,8 @@ static int f_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi)
 	const char *name = strrchr(path, '/');
 	if (strstr(name ? name + 1 : path, "faildir")) /* (its own name: a directory in it flushes) */
 		return -EIO;
+	if (strstr(name ? name + 1 : path, "slowdir")) /* (a disk that takes its time) */
+		usleep(600 * 1000);
 	return SYS(fsync(dirfd((DIR *)(uintptr_t)fi->fh)));
 }
 
