@@ -103,6 +103,20 @@ rm -r "$work/dst-order/many/d05/f00005.bin" "$work/dst-order/many/d06/f00046.bin
 check tree_compare "$work/src/edges" "$work/dst-order/edges"
 check test "$(find "$work/dst-order/many" -type f | wc -l)" = "$(($(find "$work/src/many" -type f | wc -l) - 3))"
 
+# push NAME PATH SRC DEST [OPTION...]: qsync -a --json --fsync over PATH (quic, or ssh alone) from SRC
+# into DEST through the sshd, the receiver being $remote; NAME.json and NAME.err, the exit status in rc
+remote=$QSYNC_BIN
+push() {
+	local name=$1 path=$2 src=$3 dst=$4 extra=()
+	shift 4
+	[ "$path" = ssh ] && extra=(--no-quic)
+	set +e
+	"$QSYNC_BIN" -a --json --fsync "${extra[@]}" "$@" -e "$QS_RSH" --remote-path "$remote" "$src" \
+		"$me@127.0.0.1:$dst" >"$work/$name.json" 2>"$work/$name.err"
+	rc=$?
+	set -e
+}
+
 # A flush that fails loses nothing. qs_failfs (FUSE over a directory of ours) fails fsync with EIO for
 # files with "failsync" in their names: small files (in bundles), a 2 MiB one (alone, written on the
 # ring) and a 40 MiB one (in ranges). Each is reported failed and never appears under its name; one
@@ -129,15 +143,9 @@ head -c $((2 << 20)) /dev/urandom >"$work/ffsrc/x-faildir/mid.bin"
 ndirfail=31
 nfail=$((6 + ndirfail + 1)) # (and x-faildir itself, flushed at the end)
 for path in quic ssh; do
-	extra=()
-	[ "$path" = ssh ] && extra=(--no-quic)
 	mkdir -p "$work/ff/$path"
 	printf 'the good old content\n' >"$work/ff/$path/old-failsync.txt"
-	set +e
-	"$QSYNC_BIN" -a --json --fsync "${extra[@]}" -e "$QS_RSH" --remote-path "$QSYNC_BIN" "$work/ffsrc/" \
-		"$me@127.0.0.1:$work/ff/$path/" >"$work/ff-$path.json" 2>"$work/ff-$path.err"
-	rc=$?
-	set -e
+	push "ff-$path" "$path" "$work/ffsrc/" "$work/ff/$path/"
 	echo "-- failing flushes, $path: exit $rc, $(field files_failed "$work/ff-$path.json") failed"
 	sed 's/^/   /' "$work/ff-$path.err" | head -10
 	check test "$rc" = 23
@@ -162,13 +170,7 @@ done
 mkdir -p "$work/ffd-src/a/empty-faildir" "$work/ff/p-faildir"
 printf 'kept\n' >"$work/ffd-src/a/good.txt"
 for path in quic ssh; do
-	extra=()
-	[ "$path" = ssh ] && extra=(--no-quic)
-	set +e
-	"$QSYNC_BIN" -a --json --fsync "${extra[@]}" -e "$QS_RSH" --remote-path "$QSYNC_BIN" "$work/ffd-src/" \
-		"$me@127.0.0.1:$work/ff/p-faildir/new-$path/" >"$work/ffd-$path.json" 2>"$work/ffd-$path.err"
-	rc=$?
-	set -e
+	push "ffd-$path" "$path" "$work/ffd-src/" "$work/ff/p-faildir/new-$path/"
 	echo "-- failing directory flushes, $path: exit $rc, $(field files_failed "$work/ffd-$path.json") failed"
 	sed 's/^/   /' "$work/ffd-$path.err" | head -5
 	check test "$rc" = 23
@@ -186,13 +188,7 @@ mkdir -p "$work/slow-src"
 for i in $(seq 1 8); do mkdir "$work/slow-src/d$i-slowdir"; done
 printf 'one\n' >"$work/slow-src/one"
 for path in quic ssh; do
-	extra=()
-	[ "$path" = ssh ] && extra=(--no-quic)
-	set +e
-	"$QSYNC_BIN" -a --fsync --timeout 2 "${extra[@]}" -e "$QS_RSH" --remote-path "$QSYNC_BIN" \
-		"$work/slow-src/" "$me@127.0.0.1:$work/ff/slow-$path/" >"$work/slow-$path.out" 2>"$work/slow-$path.err"
-	rc=$?
-	set -e
+	push "slow-$path" "$path" "$work/slow-src/" "$work/ff/slow-$path/" --timeout 2
 	echo "-- a slow finish, $path: exit $rc"
 	sed 's/^/   /' "$work/slow-$path.err" | head -3
 	check test "$rc" = 0
@@ -215,11 +211,9 @@ mkdir -p "$work/nr-src/locked/inner"
 printf 'inner\n' >"$work/nr-src/locked/inner/f"
 printf 'beside\n' >"$work/nr-src/locked/g"
 chmod 0311 "$work/nr-src/locked"
-set +e
-"$QSYNC_BIN" -a --json --fsync -e "$QS_RSH" --remote-path "$pub/as-nobody" "$work/nr-src/" \
-	"$me@127.0.0.1:$pub/drop/new/" >"$work/nr.json" 2>"$work/nr.err"
-rc=$?
-set -e
+remote=$pub/as-nobody
+push nr quic "$work/nr-src/" "$pub/drop/new/"
+remote=$QSYNC_BIN
 echo "-- receiver as nobody: exit $rc, $(field files_failed "$work/nr.json") failed"
 sed 's/^/   /' "$work/nr.err" | head -5
 check test "$rc" = 0
