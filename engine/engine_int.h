@@ -25,7 +25,7 @@
 #define ENGINE_CTL_TIMEOUT_MS   30000 /* a control reply must come within this */
 #define ENGINE_DRAIN_TIMEOUT_MS 30000 /* after sync_complete, the receiver's last closes */
 #define ENGINE_PROGRESS_NS      250000000ull
-#define ENGINE_FINISH_WORD_NS   1000000000ull /* a finishing receiver's word to the sender, at least */
+#define ENGINE_FINISH_WORD_NS   500000000ull /* a finishing receiver's word to the sender, at least */
 
 uint64_t engine_now_ns(void);
 

@@ -1711,7 +1711,7 @@ bool receiver_placing(struct receiver *r)
 
 /* The sender waits for ack_complete with a timeout of its own (--timeout) while the run finishes here
  * (directory attributes, flushes, which a large tree on slow storage can make long): a progress
- * message at least once a second tells it the receiver is still at work. */
+ * message as it starts and then every ENGINE_FINISH_WORD_NS tells it the receiver is still at work. */
 struct rcv_finish {
 	struct net_ctl_msg *m; /* (NULL: out of memory, no word sent) */
 	uint64_t last;
@@ -1866,7 +1866,7 @@ static uint64_t flush_dirs(struct receiver *r, struct rcv_finish *f)
 int receiver_finish(struct receiver *r, struct qs_err *err)
 {
 	int first = 0;
-	struct rcv_finish f = {.m = malloc(sizeof(struct net_ctl_msg)), .last = engine_now_ns()};
+	struct rcv_finish f = {.m = malloc(sizeof(struct net_ctl_msg))}; /* (a word at once, then) */
 	/* a large file some of whose ranges never came: it fails (the final name is left as it was) */
 	pthread_mutex_lock(&r->lock);
 	for (struct rcv_big *b = r->bigs; b; b = b->next) {

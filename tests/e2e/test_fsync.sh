@@ -182,17 +182,18 @@ for path in quic ssh; do
 done
 
 # A receiver still finishing (setting directory attributes, flushing) tells the sender it is there,
-# so a long finish does not run into the sender's --timeout: eight directories whose flushes take
-# 0.6 s each, one after the other (qs_failfs is one thread), 4.8 s against a timeout of 2 s.
+# so a long finish does not run into the sender's --timeout: ten directories whose flushes take
+# 0.6 s each, one after the other (qs_failfs is one thread), 6 s against a timeout of 3 s (the word
+# comes twice a second: the margin is for a loaded machine).
 mkdir -p "$work/slow-src"
-for i in $(seq 1 8); do mkdir "$work/slow-src/d$i-slowdir"; done
+for i in $(seq 1 10); do mkdir "$work/slow-src/d$i-slowdir"; done
 printf 'one\n' >"$work/slow-src/one"
 for path in quic ssh; do
-	push "slow-$path" "$path" "$work/slow-src/" "$work/ff/slow-$path/" --timeout 2
+	push "slow-$path" "$path" "$work/slow-src/" "$work/ff/slow-$path/" --timeout 3
 	echo "-- a slow finish, $path: exit $rc"
 	sed 's/^/   /' "$work/slow-$path.err" | head -3
 	check test "$rc" = 0
-	check test -d "$work/ff/slow-$path/d8-slowdir"
+	check test -d "$work/ff/slow-$path/d10-slowdir"
 done
 
 # A receiver that is not root may not be able to open every directory it flushes: the parent of a new
