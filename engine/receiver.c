@@ -1772,21 +1772,16 @@ static bool dirsync_open(struct receiver *r, size_t i, struct rcv_dirsync *d)
 	return true;
 }
 
-/* d's flush is over: 0, or -1 when it failed (reported). A directory this process may not read (its
- * mode is the sender's now, or it is a parent we only write to) cannot be opened to flush it: *whole
- * is set, and the whole file system is flushed instead. */
+/* d's flush is over (d->res): 0, or -1 when it failed (reported). A directory this process may not
+ * read (its mode is the sender's now, or it is a parent we only write to) cannot be opened to flush
+ * it: *whole is set, and the whole file system is flushed instead. */
 static int dirsync_end(struct rcv_dirsync *d, bool *whole)
 {
-	if (d->fd >= 0) {
+	if (d->fd >= 0)
 		close(d->fd);
-	} else {
-		d->res = d->fd;
-		if (d->res == -EACCES) {
-			*whole = true;
-			return 0;
-		}
-	}
-	if (d->res == 0)
+	else if (d->res == -EACCES)
+		*whole = true;
+	if (d->res == 0 || d->res == -EACCES)
 		return 0;
 	char qb[IO_QUOTE_MAX];
 	fprintf(stderr, "qsync: receiver: cannot fsync directory \"%s\": %s\n", qp(d->rel, qb),
@@ -1797,64 +1792,55 @@ static int dirsync_end(struct rcv_dirsync *d, bool *whole)
 /* With --fsync, the tree's directories themselves, once their attributes are set: a file's flush makes
  * its own name durable, not the names of the directories made for it, nor their attributes. Every
  * directory of the tree, the root, and the root's parent when this run made the root, flushed on a ring
- * of this thread's, up to RCV_DIRSYNC_SLOTS at once (they share the journal's commits), or one after
- * the other without io_uring. Each that fails is reported; returns how many. */
+ * of this thread's, up to RCV_DIRSYNC_SLOTS at once (they share the journal's commits), or, without
+ * io_uring or with the ring full, at once. Each that fails is reported; returns how many. */
 static uint64_t flush_dirs(struct receiver *r, struct rcv_finish *f)
 {
-	struct rcv_dirsync *slot = calloc(RCV_DIRSYNC_SLOTS, sizeof(*slot));
+	struct rcv_dirsync slot[RCV_DIRSYNC_SLOTS] = {0};
+	unsigned freel[RCV_DIRSYNC_SLOTS], nfree = RCV_DIRSYNC_SLOTS;
+	for (unsigned k = 0; k < RCV_DIRSYNC_SLOTS; k++)
+		freel[k] = k;
 	struct io_ring *ring = NULL;
-	if (slot && !r->no_ring && io_ring_new(RCV_DIRSYNC_SLOTS, true, &ring) == 0)
+	if (!r->no_ring && io_ring_new(RCV_DIRSYNC_SLOTS, true, &ring) == 0)
 		(void)io_ring_workers(ring, RCV_FLUSH_WORKERS);
 	uint64_t failed = 0;
 	bool whole = false;
 	size_t total = r->n_dirs + 2, next = 0;
-	if (!ring) {
-		for (struct rcv_dirsync d; next < total; next++)
-			if (dirsync_open(r, next, &d)) {
-				d.res = d.fd >= 0 && fsync(d.fd) < 0 ? -errno : 0;
-				failed += dirsync_end(&d, &whole) < 0;
-				finishing(r, f);
-			}
-	} else {
-		unsigned freel[RCV_DIRSYNC_SLOTS], nfree = RCV_DIRSYNC_SLOTS;
-		for (unsigned k = 0; k < RCV_DIRSYNC_SLOTS; k++)
-			freel[k] = k;
-		while (next < total || io_ring_inflight(ring) > 0) {
-			while (next < total && nfree > 0) {
-				struct rcv_dirsync *d = &slot[freel[nfree - 1]];
-				finishing(r, f); /* (an open can wait too: behind a flush, on a FUSE or
-				                    network file system) */
-				if (!dirsync_open(r, next++, d))
-					continue;
-				if (d->fd >= 0 && io_ring_fsync(ring, &d->op, d->fd) == 0) {
-					d->res = 1;
-					nfree--;
-				} else { /* (could not be opened, or the ring is full: at once) */
-					d->res = d->fd >= 0 && fsync(d->fd) < 0 ? -errno : 0;
-					failed += dirsync_end(d, &whole) < 0;
-					d->rel = NULL; /* (still free) */
-				}
-			}
-			(void)io_ring_submit(ring);
-			if (io_ring_inflight(ring) == 0)
+	while (next < total || (ring && io_ring_inflight(ring) > 0)) {
+		while (next < total && nfree > 0) {
+			struct rcv_dirsync *d = &slot[freel[nfree - 1]];
+			finishing(r, f); /* (an open can wait too: behind a flush, on FUSE or NFS) */
+			if (!dirsync_open(r, next++, d))
 				continue;
-			struct pollfd p = {.fd = io_ring_fd(ring), .events = POLLIN};
-			(void)poll(&p, 1, 100); /* (a completion, or a look anyway) */
-			io_ring_reap(ring);
-			finishing(r, f);
-			/* a slot is reused only once its own completion has come */
-			for (unsigned k = 0; k < RCV_DIRSYNC_SLOTS; k++) {
-				struct rcv_dirsync *d = &slot[k];
-				if (d->res == 1 || d->rel == NULL)
-					continue;
-				failed += dirsync_end(d, &whole) < 0;
-				d->rel = NULL;
-				freel[nfree++] = k;
+			if (d->fd >= 0 && ring && io_ring_fsync(ring, &d->op, d->fd) == 0) {
+				d->res = 1;
+				nfree--;
+				continue;
 			}
+			d->res = d->fd < 0 ? d->fd : fsync(d->fd) < 0 ? -errno : 0;
+			failed += dirsync_end(d, &whole) < 0;
+			d->rel = NULL; /* (still free) */
 		}
-		io_ring_free(ring);
+		if (!ring)
+			continue;           /* (all done at once) */
+		(void)io_ring_submit(ring); /* (what it could not take, io_ring_reap tries again) */
+		if (io_ring_inflight(ring) == 0)
+			continue;
+		struct pollfd p = {.fd = io_ring_fd(ring), .events = POLLIN};
+		(void)poll(&p, 1, 100); /* (a completion, or a look anyway) */
+		io_ring_reap(ring);
+		finishing(r, f);
+		/* a slot is reused only once its own completion has come */
+		for (unsigned k = 0; k < RCV_DIRSYNC_SLOTS; k++) {
+			struct rcv_dirsync *d = &slot[k];
+			if (d->res == 1 || d->rel == NULL)
+				continue;
+			failed += dirsync_end(d, &whole) < 0;
+			d->rel = NULL;
+			freel[nfree++] = k;
+		}
 	}
-	free(slot);
+	io_ring_free(ring);
 	if (whole && syncfs(r->rootfd) < 0) {
 		fprintf(stderr, "qsync: receiver: cannot flush the destination's file system: %s\n",
 		        strerror(errno));

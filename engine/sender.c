@@ -1350,8 +1350,7 @@ static int batch_recv(struct snd_batch *b, const uint8_t *data, size_t len, int 
 			if (v == NET_STREAM_VERDICT_SEND) {
 				b->e[b->answered++] = NULL;
 				e->asked = true;
-				release(l, e);
-				if (give(l, e) < 0)
+				if (!put_back(l, e, false))
 					give_up(l, e, "out of memory");
 				at++;
 				continue;
