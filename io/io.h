@@ -200,6 +200,20 @@ int io_ring_register(struct io_ring *r, const struct iovec *bufs, unsigned n);
 int io_ring_read(struct io_ring *r, struct io_ring_op *op, int fd, void *buf, size_t len, uint64_t off,
                  int buf_index);
 
+/* Queues an open of rel (already checked) beneath rootfd for reading, as io_open_beneath opens it
+ * (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS, O_RDONLY | O_CLOEXEC): done()
+ * gets the new fd or a negative errno. From the dentry cache the kernel opens it inline, at the
+ * submit; otherwise an io-wq worker looks it up. rel must stay as it is until the next submit (the
+ * kernel copies it then). Queued only: many go to the kernel in one io_ring_submit. Returns 0 or
+ * -EBUSY (open it at once then). */
+int io_ring_open_beneath(struct io_ring *r, struct io_ring_op *op, int rootfd, const char *rel);
+
+/* Queues a read of up to len bytes of fd from offset 0 into buf, then a close of fd that runs however
+ * the read ended (the fd is the ring's from now on: never close it yourself). done() gets the bytes
+ * read (short at the end of the file) or a negative errno; the close's outcome is not reported. Queued
+ * only, like io_ring_open_beneath. Returns 0, or -EBUSY with fd untouched (still the caller's). */
+int io_ring_read_close(struct io_ring *r, struct io_ring_op *op, int fd, void *buf, size_t len);
+
 /* Submits an fsync of fd (always run by an io-wq worker: it blocks until the disk has the data, and
  * many in flight at once share the file system's journal commits). done() gets 0 or a negative errno.
  * fd must stay open until done(). Returns 0 or -EBUSY (fsync synchronously then). */
@@ -213,8 +227,8 @@ int io_ring_workers(struct io_ring *r, unsigned n);
 /* Submits anything still queued. Returns 0 or a negative errno. */
 int io_ring_submit(struct io_ring *r);
 
-/* Submits what earlier calls could not, then calls done() for every completion waiting; never blocks.
- * Returns how many. */
+/* Submits what earlier calls could not, then calls done() for every completion waiting, then submits
+ * what those done() queued; never blocks. Returns how many. */
 int io_ring_reap(struct io_ring *r);
 
 /* Submits what is queued and waits until nothing is in flight. */

@@ -2,9 +2,12 @@
  * thread (IOSQE_ASYNC: the kernel's io-wq workers copy into the page cache while the lane goes on with
  * its packets), their completions announced on an eventfd the lane polls beside its socket. The caller
  * embeds a struct io_ring_op in whatever the write belongs to; done() is called from io_ring_reap(), on
- * the lane's own thread. */
+ * the lane's own thread. Reads, fsyncs, and a small file's whole life on the sender (open beneath a
+ * root, read, close: queued many at once, sent in one submit) go the same way. */
 #include <errno.h>
+#include <fcntl.h>
 #include <liburing.h>
+#include <linux/openat2.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -133,6 +136,47 @@ int io_ring_read(struct io_ring *r, struct io_ring_op *op, int fd, void *buf, si
 	return 0;
 }
 
+int io_ring_open_beneath(struct io_ring *r, struct io_ring_op *op, int rootfd, const char *rel)
+{
+	/* (the kernel copies it at the submit: it must outlive the sqe, not the call) */
+	static const struct open_how how = {
+	    .flags = O_RDONLY | O_CLOEXEC,
+	    .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+	};
+	struct io_uring_sqe *sqe = take_sqe(r);
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_openat2(sqe, rootfd, rel[0] ? rel : ".", (struct open_how *)&how);
+	io_uring_sqe_set_data(sqe, op);
+	op->len = 0;
+	r->queued++;
+	r->inflight++;
+	return 0;
+}
+
+int io_ring_read_close(struct io_ring *r, struct io_ring_op *op, int fd, void *buf, size_t len)
+{
+	/* two entries, both of whose completions must fit */
+	if (r->inflight + 2 > r->max_inflight || io_uring_sq_space_left(&r->ring) < 2) {
+		(void)io_ring_submit(r);
+		if (r->inflight + 2 > r->max_inflight || io_uring_sq_space_left(&r->ring) < 2)
+			return -EBUSY;
+	}
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+	io_uring_prep_read(sqe, fd, buf, (unsigned)len, 0);
+	/* a hard link: the close runs after the read whatever it returned (a soft link would cancel
+	 * it on a short read) */
+	sqe->flags |= IOSQE_IO_HARDLINK;
+	io_uring_sqe_set_data(sqe, op);
+	op->len = 0; /* a read may be short (the file shrank): the caller judges */
+	sqe = io_uring_get_sqe(&r->ring);
+	io_uring_prep_close(sqe, fd);
+	io_uring_sqe_set_data(sqe, NULL); /* nobody to tell */
+	r->queued += 2;
+	r->inflight += 2;
+	return 0;
+}
+
 int io_ring_workers(struct io_ring *r, unsigned n)
 {
 	unsigned v[2] = {n, 0}; /* bounded (file) work; 0 leaves the unbounded limit as it is */
@@ -154,6 +198,17 @@ int io_ring_fsync(struct io_ring *r, struct io_ring_op *op, int fd)
 	return 0;
 }
 
+/* Tells op's owner how it ended (an op without one, the close after a read, has nothing to say). */
+static void complete(struct io_ring_op *op, int res)
+{
+	if (!op)
+		return;
+	/* a short write to a regular file means the disk could not take it all */
+	if (res >= 0 && op->len && (size_t)res != op->len)
+		res = -EIO;
+	op->done(op, res);
+}
+
 int io_ring_reap(struct io_ring *r)
 {
 	uint64_t sink;
@@ -169,11 +224,10 @@ int io_ring_reap(struct io_ring *r)
 		io_uring_cqe_seen(&r->ring, cqe);
 		r->inflight--;
 		n++;
-		/* a short write to a regular file means the disk could not take it all */
-		if (res >= 0 && op->len && (size_t)res != op->len)
-			res = -EIO;
-		op->done(op, res);
+		complete(op, res);
 	}
+	if (r->queued)
+		(void)io_ring_submit(r); /* what the done() calls queued (a read after an open) */
 	return n;
 }
 
@@ -191,10 +245,7 @@ void io_ring_drain(struct io_ring *r)
 		io_uring_cqe_seen(&r->ring, cqe);
 		r->inflight--;
 		struct io_ring_op *op = io_uring_cqe_get_data(cqe);
-		int res = cqe->res;
-		if (res >= 0 && op->len && (size_t)res != op->len)
-			res = -EIO;
-		op->done(op, res);
+		complete(op, cqe->res);
 	}
 }
 

@@ -1,6 +1,7 @@
 /* Unit tests for io/ring.c: writes (async and not) land exactly, several in flight at once; reads into
  * registered buffers and plain ones, a short read at the end of a file, errors (a bad descriptor) are
- * reported through done(), and drain waits for everything in flight. */
+ * reported through done(), and drain waits for everything in flight; opens beneath a root and the
+ * read-then-close of a small file. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -181,12 +182,111 @@ static void test_fsync(void)
 	rmdir(dir);
 }
 
+/* The open/read/close chain of a small file: opens beneath a root queued many at once and sent in one
+ * submit; an open refused where a symlink, ".." or nothing is in the way; each opened file read whole
+ * and then closed by the ring, also when the read is short or fails. */
+static void test_open_read_close(void)
+{
+	char dir[] = "/tmp/qs_ring_orc.XXXXXX";
+	CHECK(mkdtemp(dir) != NULL);
+	int root = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	CHECK(root >= 0);
+	struct io_ring *r = NULL;
+	if (io_ring_new(8, false, &r) < 0) {
+		close(root);
+		rmdir(dir);
+		return;
+	}
+	enum { NF = 40 };
+	static char names[NF][16];
+	static uint8_t want[NF][3000], got[NF][4096];
+	CHECK(mkdirat(root, "sub", 0700) == 0);
+	for (int i = 0; i < NF; i++) {
+		snprintf(names[i], sizeof(names[i]), "sub/f%02d", i);
+		int fd = openat(root, names[i], O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+		for (size_t k = 0; k < sizeof(want[i]); k++)
+			want[i][k] = (uint8_t)(k * 7 + (size_t)i);
+		CHECK(fd >= 0 && write(fd, want[i], sizeof(want[i])) == (ssize_t)sizeof(want[i]));
+		close(fd);
+	}
+	CHECK(symlinkat("sub", root, "link") == 0);
+	/* 40 opens queued, more than the ring's 8 entries: a full queue is submitted on the way */
+	struct op ops[NF];
+	memset(ops, 0, sizeof(ops));
+	for (int i = 0; i < NF; i++) {
+		ops[i].op.done = on_done;
+		CHECK(io_ring_open_beneath(r, &ops[i].op, root, names[i]) == 0);
+	}
+	CHECK(io_ring_submit(r) == 0);
+	wait_all(r, ops, NF);
+	int fds[NF];
+	for (int i = 0; i < NF; i++) {
+		CHECK(ops[i].done == 1 && ops[i].res >= 0);
+		fds[i] = ops[i].res;
+	}
+	/* each read whole (the last one asks for more than there is: short) and closed by the ring */
+	struct op rd[NF];
+	memset(rd, 0, sizeof(rd));
+	int queued = 0;
+	for (int i = 0; i < NF; i++) {
+		rd[i].op.done = on_done;
+		size_t len = i == NF - 1 ? sizeof(got[i]) : sizeof(want[i]);
+		int rc = io_ring_read_close(r, &rd[i].op, fds[i], got[i], len);
+		if (rc == -EBUSY) { /* the ring's completions are all spoken for: let some finish */
+			wait_all(r, rd, queued);
+			rc = io_ring_read_close(r, &rd[i].op, fds[i], got[i], len);
+		}
+		CHECK(rc == 0);
+		queued = i + 1;
+	}
+	CHECK(io_ring_submit(r) == 0);
+	wait_all(r, rd, NF);
+	io_ring_drain(r); /* the closes too */
+	CHECK(io_ring_inflight(r) == 0);
+	for (int i = 0; i < NF; i++) {
+		CHECK(rd[i].done == 1 && rd[i].res == (int)sizeof(want[i]));
+		CHECK(memcmp(got[i], want[i], sizeof(want[i])) == 0);
+		CHECK(fcntl(fds[i], F_GETFD) < 0 && errno == EBADF); /* the ring closed it */
+	}
+	/* a failed read still closes: a directory's fd */
+	struct op o = {.op.done = on_done}, rf = {.op.done = on_done};
+	CHECK(io_ring_open_beneath(r, &o.op, root, "sub") == 0);
+	io_ring_drain(r);
+	CHECK(o.done == 1 && o.res >= 0);
+	CHECK(io_ring_read_close(r, &rf.op, o.res, got[0], 10) == 0);
+	io_ring_drain(r);
+	CHECK(rf.done == 1 && rf.res == -EISDIR);
+	CHECK(fcntl(o.res, F_GETFD) < 0 && errno == EBADF);
+	/* refused: a symlink in the path, "..", a name that is not there; "" is the root itself */
+	const char *bad[] = {"link/f00", "../x", "sub/none"};
+	const int codes[][2] = {{-ELOOP, -EXDEV}, {-EXDEV, -EXDEV}, {-ENOENT, -ENOENT}};
+	for (int i = 0; i < 3; i++) {
+		struct op b = {.op.done = on_done};
+		CHECK(io_ring_open_beneath(r, &b.op, root, bad[i]) == 0);
+		io_ring_drain(r);
+		CHECK(b.done == 1 && (b.res == codes[i][0] || b.res == codes[i][1]));
+	}
+	struct op top = {.op.done = on_done};
+	CHECK(io_ring_open_beneath(r, &top.op, root, "") == 0);
+	io_ring_drain(r);
+	CHECK(top.done == 1 && top.res >= 0);
+	close(top.res);
+	io_ring_free(r);
+	for (int i = 0; i < NF; i++)
+		unlinkat(root, names[i], 0);
+	unlinkat(root, "link", 0);
+	unlinkat(root, "sub", AT_REMOVEDIR);
+	close(root);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	test_writes(false);
 	test_writes(true);
 	test_reads();
 	test_fsync();
+	test_open_read_close();
 	if (failures) {
 		fprintf(stderr, "test_io_ring: %d failure(s)\n", failures);
 		return 1;
