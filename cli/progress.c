@@ -41,13 +41,14 @@ static void json_stats(FILE *f, const char *event, const struct engine_stats *st
 	        "\"streams_total\":%llu,\"streams_done_quic\":%llu,\"streams_sent_ssh\":%llu,"
 	        "\"streams_in_flight\":%llu,"
 	        "\"quic_port\":%u,\"streams_max\":%u,\"connections\":%u,\"steals\":%llu,"
-	        "\"cc\":\"%s\",\"lane_streams\":[",
+	        "\"files_read_ahead\":%llu,\"cc\":\"%s\",\"lane_streams\":[",
 	        (unsigned long long)st->files_unchanged, (unsigned long long)st->bytes_unchanged,
 	        (unsigned long long)st->files_resent, (unsigned long long)st->files_done_quic,
 	        (unsigned long long)st->files_done_ssh, (unsigned long long)st->streams_total,
 	        (unsigned long long)st->streams_done_quic, (unsigned long long)st->streams_sent_ssh,
 	        (unsigned long long)st->streams_in_flight, st->quic_port, st->streams_max, st->connections,
-	        (unsigned long long)st->steals, st->cc ? st->cc : "");
+	        (unsigned long long)st->steals, (unsigned long long)st->files_read_ahead,
+	        st->cc ? st->cc : "");
 	for (uint32_t i = 0; i < st->connections && i < ENGINE_MAX_LANES; i++)
 		fprintf(f, "%s%llu", i ? "," : "", (unsigned long long)st->lane_streams[i]);
 	fprintf(f, "]}\n");

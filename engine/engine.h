@@ -99,7 +99,8 @@ struct engine_stats {
 	uint32_t streams_max;       /* negotiated max_streams */
 	uint32_t connections;       /* QUIC connections (and worker threads) carrying the data; 0 over SSH */
 	const char *cc;             /* their congestion control (bbr, bbr2, cubic); NULL without QUIC */
-	uint64_t steals; /* items a worker took from another's deque (known once the workers end) */
+	uint64_t steals;           /* items a worker took from another's deque (known once the workers end) */
+	uint64_t files_read_ahead; /* small files opened, read and closed on a ring, a bundle at a time */
 	uint64_t lane_streams[ENGINE_MAX_LANES]; /* streams each QUIC connection carried */
 	uint32_t quic_port;
 	double seconds;

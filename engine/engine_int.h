@@ -151,6 +151,7 @@ struct snd_counters {
 	atomic_uint_fast64_t files_done_quic, files_done_ssh, streams_done_quic, streams_sent_ssh, in_flight;
 	atomic_uint_fast64_t held; /* entries held (hold/release); wraps: only the lanes' sum means a count */
 	atomic_uint_fast64_t files_unchanged, bytes_unchanged;
+	atomic_uint_fast64_t files_read_ahead; /* bundled files sent from their read-ahead on the ring */
 };
 
 struct sched_worker;

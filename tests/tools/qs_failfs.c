@@ -1,7 +1,9 @@
 /* qs_failfs: a FUSE file system for end-to-end tests, passing everything through to a backing
  * directory except that fsync of a file whose name contains "failsync", or of a directory whose name
  * contains "faildir", fails with EIO (what a disk that loses a write reports), and fsync of a
- * directory whose name contains "slowdir" takes 0.6 s (a slow disk). Usage: qs_failfs BACKING_DIR
+ * directory whose name contains "slowdir" takes 0.6 s (a slow disk). As a source it lies: a regular
+ * file whose name contains "liesize" says it is LIE_BYTES longer than its content, and reading a file
+ * whose name contains "readfail" fails with EIO. Usage: qs_failfs BACKING_DIR
  * MOUNTPOINT [fuse options]; it stays in the foreground, single-threaded, until unmounted (fusermount3
  * -u MOUNTPOINT). */
 #define FUSE_USE_VERSION 31
@@ -29,11 +31,14 @@ static const char *rel(const char *path)
 
 #define SYS(expr) ((expr) < 0 ? -errno : 0)
 
+#define LIE_BYTES 1000 /* what a "liesize" file claims beyond its content */
+
 static int f_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
-	if (fi)
-		return SYS(fstat((int)fi->fh, st));
-	return SYS(fstatat(backing, rel(path), st, AT_SYMLINK_NOFOLLOW));
+	int rc = fi ? SYS(fstat((int)fi->fh, st)) : SYS(fstatat(backing, rel(path), st, AT_SYMLINK_NOFOLLOW));
+	if (rc == 0 && S_ISREG(st->st_mode) && strstr(path, "liesize"))
+		st->st_size += LIE_BYTES;
+	return rc;
 }
 
 static int f_readlink(const char *path, char *buf, size_t size)
@@ -128,7 +133,8 @@ static int f_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 
 static int f_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
-	(void)path;
+	if (strstr(path, "readfail"))
+		return -EIO;
 	ssize_t n = pread((int)fi->fh, buf, size, off);
 	return n < 0 ? -errno : (int)n;
 }
