@@ -757,6 +757,9 @@ def parse_args(argv):
     ap.add_argument("--fsync", action="store_true",
                     help="every file flushed to the disk before it is in place: qsync --fsync beside "
                          "rsync --fsync (tools that cannot flush are left out)")
+    ap.add_argument("--cold", action="store_true",
+                    help="empty the page cache before every run (sync; drop_caches), so each tool reads "
+                         "its source from the disk, as a first copy of a tree not read lately does")
     ap.add_argument("--seed", type=int, default=1, help="seed of the per-round tool order")
     ap.add_argument("--dest-disk", action="store_true",
                     help="write destinations under <out>/tmp on the data disk, not on a scratch ext4")
@@ -880,6 +883,7 @@ def main(argv):
     ctx.qsync = qsync
     ctx.qsync_args = shlex.split(a.qsync_args)
     ctx.fsync = a.fsync
+    ctx.cold = a.cold
     ctx.out = out
     ctx.tmp = os.path.join(out, "tmp")
     os.makedirs(ctx.tmp, exist_ok=True)
@@ -917,6 +921,7 @@ def main(argv):
         "started": started.isoformat(timespec="seconds"),
         "args": argv,
         "fsync": a.fsync,
+        "cold": a.cold,
         "quick": a.quick,
         "repeat": a.repeat,
         "timeout_s": a.timeout,
@@ -1031,11 +1036,22 @@ def write_json(out, results):
     os.rename(tmp, os.path.join(out, "results.json"))
 
 
-def prepare_run(tree, dst_parent):
-    warm_tree(tree)
+def drop_caches():
+    """Empties the page cache, dentries and inodes (after sync, so nothing dirty stays), as after a
+    reboot: a tool then reads its source, and stats its names, from the disk."""
+    subprocess.run(["sync"], check=False)
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def prepare_run(tree, dst_parent, cold=False):
+    if not cold:
+        warm_tree(tree)
     rmtree(dst_parent)
     os.makedirs(dst_parent)
     subprocess.run(["sync"], check=False)
+    if cold:
+        drop_caches()
 
 
 def bench_tool(t, s, rnd, link, tree, src_stats, man, ctx, a, has_no_quic, log):
@@ -1050,7 +1066,7 @@ def bench_tool(t, s, rnd, link, tree, src_stats, man, ctx, a, has_no_quic, log):
     dst_parent = os.path.join(ctx.dst_root, "dst")
     dst = os.path.join(dst_parent, "tree")
     if t.startswith("iperf3"):
-        prepare_run(tree, dst_parent)
+        prepare_run(tree, dst_parent, ctx.cold)
         r = iperf_run(t, link, ctx, a.timeout)
         r.update(base, mode="fresh")
         if r["status"] == "ok":
@@ -1061,9 +1077,11 @@ def bench_tool(t, s, rnd, link, tree, src_stats, man, ctx, a, has_no_quic, log):
             log("  %-10s %s: %s" % (t, r["status"], r["reason"]))
         return [r]
     out = []
-    prepare_run(tree, dst_parent)
+    prepare_run(tree, dst_parent, ctx.cold)
     for mode in modes:
-        if mode == "resync":
+        if mode == "resync" and ctx.cold:
+            drop_caches()
+        elif mode == "resync":
             warm_tree(tree)
             subprocess.run(["sync"], check=False)
         argv = tool_command(t, link, tree, dst, ctx)

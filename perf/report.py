@@ -101,9 +101,16 @@ def write_markdown(out, res):
     else:
         flush = ("Destinations are written to the page cache and not flushed by any tool (none fsyncs), so "
                  "times exclude write-back to disk.")
-    w("- Page cache, the same for every run: before each run the whole source tree is read (warm), the "
-      "previous destination is deleted and `sync` is run. " + flush + " The re-sync row runs the "
-      "same command again at once onto the completed destination (source and destination both cached).")
+    if res.get("cold"):
+        w("- Page cache, the same for every run: before each run the previous destination is deleted, "
+          "`sync` is run and the page cache, dentries and inodes are dropped (`--cold`), so every tool "
+          "reads its source from the disk. " + flush + " The re-sync row runs the same command again "
+          "onto the completed destination, after dropping the caches once more.")
+    else:
+        w("- Page cache, the same for every run: before each run the whole source tree is read (warm), "
+          "the previous destination is deleted and `sync` is run. " + flush + " The re-sync row runs "
+          "the same command again at once onto the completed destination (source and destination both "
+          "cached).")
     w("- Data is incompressible (Python `random.Random(seed).randbytes`), reproducible from the seed, and "
       "cached under perf/data/. SSH uses OpenSSH's default cipher and no compression for every tool.")
     w("- Every run is checked: file count, directory count and total bytes of the destination against the "
