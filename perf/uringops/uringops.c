@@ -6,6 +6,7 @@
  *
  *   qs_uringops [-n FILES] [-s BYTES] [-r ROUNDS] DIR     (DIR: an empty directory on the disk to test)
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
@@ -53,18 +54,21 @@ static double cpu(void)
 /* Threads of this process whose name says io-wq worker ("iou-wrk-"). */
 static int iowq_threads(void)
 {
-	char path[64], comm[32];
+	char path[300], comm[32];
 	int n = 0;
-	for (int tid = 0, seen = 0; seen < 4096 && tid < 1 << 22; tid++) {
-		snprintf(path, sizeof(path), "/proc/self/task/%d/comm", tid);
-		FILE *f = fopen(path, "r");
+	DIR *d = opendir("/proc/self/task");
+	if (!d)
+		return -1;
+	for (struct dirent *de; (de = readdir(d));) {
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", de->d_name);
+		FILE *f = de->d_name[0] != '.' ? fopen(path, "r") : NULL;
 		if (!f)
 			continue;
-		seen++;
 		if (fgets(comm, sizeof(comm), f) && strncmp(comm, "iou-wrk", 7) == 0)
 			n++;
 		fclose(f);
 	}
+	closedir(d);
 	return n;
 }
 
