@@ -162,6 +162,7 @@ struct snd_bundle;
 #define SND_RING_MIN  (1u << 20)   /* files this large are read ahead on the lane's ring */
 #define SND_RBUF_SIZE (256u << 10) /* a read-ahead buffer */
 #define SND_RBUFS     16           /* read-ahead buffers of a lane */
+#define SND_PBUFS     8            /* a bundle's read-ahead buffers a lane keeps for the next bundles */
 
 /* A read-ahead buffer of a lane (registered with its ring). */
 struct snd_rbuf {
@@ -201,6 +202,9 @@ struct snd_lane {
 	struct snd_rbuf rb[SND_RBUFS];
 	struct snd_rbuf *rfree[SND_RBUFS];
 	size_t n_rfree;
+	/* bundles' read-ahead buffers kept for reuse (a fresh one would be mapped and faulted in anew) */
+	uint8_t *pfree[SND_PBUFS];
+	size_t n_pfree;
 };
 
 /* Gives l an io_uring and its read-ahead buffers (without io_uring here, l reads at once). Called on

@@ -932,8 +932,10 @@ int sender_lane_ring(struct snd_lane *l)
 
 void sender_lane_ring_free(struct snd_lane *l)
 {
-	io_ring_free(l->ring); /* waits for the reads in flight: their jobs go */
+	io_ring_free(l->ring); /* waits for the reads in flight: their jobs go, bundles' buffers come back */
 	l->ring = NULL;
+	while (l->n_pfree)
+		free(l->pfree[--l->n_pfree]);
 	free(l->rbufs);
 	l->rbufs = NULL;
 	l->n_rfree = 0;
@@ -1169,12 +1171,21 @@ static int bundle_add(struct snd_lane *l, struct snd_entry *e)
 	return b->n == SND_BUNDLE_ENTRIES || b->bytes >= SND_BUNDLE_BYTES;
 }
 
-/* pf goes once its bundle has let go of it and nothing of it is on the ring. */
+/* The most content a bundle holds: it takes no more once it has SND_BUNDLE_BYTES, and no file of it is
+ * larger than SND_BUNDLE_FILE_MAX. */
+#define SND_PBUF_SIZE (SND_BUNDLE_BYTES + SND_BUNDLE_FILE_MAX)
+
+/* pf goes once its bundle has let go of it and nothing of it is on the ring; its buffer is kept for
+ * the lane's next bundle if there is room. */
 static void prefetch_maybe_free(struct snd_prefetch *pf)
 {
 	if (pf->b || pf->inflight)
 		return;
-	free(pf->buf);
+	struct snd_lane *l = pf->l;
+	if (l->n_pfree < SND_PBUFS)
+		l->pfree[l->n_pfree++] = pf->buf;
+	else
+		free(pf->buf);
 	free(pf);
 }
 
@@ -1243,10 +1254,13 @@ static void prefetch_start(struct snd_lane *l, struct snd_bundle *b)
 		if (!e->link && e->st.st_size > 0 && beneath(l->s, e, &rootfd))
 			total += (uint64_t)e->st.st_size;
 	}
-	if (total == 0)
+	if (total == 0 || total > SND_PBUF_SIZE)
 		return;
 	struct snd_prefetch *pf = calloc(1, sizeof(*pf));
-	if (!pf || !(pf->buf = malloc(total))) {
+	if (!pf)
+		return;
+	pf->buf = l->n_pfree ? l->pfree[--l->n_pfree] : malloc(SND_PBUF_SIZE);
+	if (!pf->buf) {
 		free(pf);
 		return;
 	}
@@ -1272,7 +1286,12 @@ static void prefetch_start(struct snd_lane *l, struct snd_bundle *b)
 		pf->inflight++;
 	}
 	b->pf = pf;
+	/* From the caches the opens are done by the time the submit returns, and the reads their
+	 * completions queue are done by the time the next submit does: take both now, so the stream
+	 * finds its files read and does not wait two turns of the lane's loop for them. */
 	(void)io_ring_submit(l->ring); /* (what it could not take, io_ring_reap tries again) */
+	(void)io_ring_reap(l->ring);   /* opens done: their reads go to the kernel at its end */
+	(void)io_ring_reap(l->ring);   /* reads done */
 }
 
 /* Opens the stream of l's bundle, if it has one: 0, 1 at the peer's limit (its entries are back), or a
