@@ -29,7 +29,7 @@ run_tsan() {
 	cmake -S "$root" -B "$dir" "$@" >/dev/null || return 1
 	cmake --build "$dir" -j"$jobs" --target "${targets[@]}" 2>&1 | grep -E 'error|warning|Error' || true
 	cmake --build "$dir" -j"$jobs" --target "${targets[@]}" >/dev/null || return 1
-	(cd "$dir" && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	(cd "$dir" && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$root/tests/tsan.supp \
 		ctest --output-on-failure -L sched --timeout 600)
 }
 
