@@ -775,9 +775,19 @@ out:
 		net_ctl_chan_finish(cl.ctl, &status);
 		if (cl.child > 0) {
 			int ws;
-			if (code != ENGINE_EXIT_OK)
+			pid_t got = 0;
+			/* a partial transfer ran to its end (bye is sent): the peer is on its way out, and
+			 * stopping it would only have it say it was stopped */
+			for (int i = 0; code == ENGINE_EXIT_PARTIAL && got == 0 && i < 200; i++) {
+				got = waitpid(cl.child, &ws, WNOHANG);
+				if (got == 0)
+					usleep(10000);
+			}
+			if (got == 0 && code != ENGINE_EXIT_OK)
 				kill(cl.child, SIGTERM);
-			if (waitpid(cl.child, &ws, 0) == cl.child && WIFEXITED(ws))
+			if (got == 0)
+				got = waitpid(cl.child, &ws, 0);
+			if (got == cl.child && WIFEXITED(ws))
 				status = WEXITSTATUS(ws);
 		}
 		if (code == ENGINE_EXIT_OK && status > 0) {

@@ -206,8 +206,17 @@ static int on_frame(void *ctx, unsigned kind, uint64_t usid, const uint8_t *p, s
 		if (sid <= m->max_remote_seen)
 			return 0; /* late: that stream is closed here already */
 		m->max_remote_seen = sid;
-		if (kind == NET_CTL_FR_RESET)
-			return 0; /* opened and given up before we saw a byte of it */
+		if (kind == NET_CTL_FR_RESET) {
+			/* opened and given up before we saw a byte of it: it still ends here, as a QUIC
+			 * RESET_STREAM ends a stream it is the first word of (the receiver counts the
+			 * streams that ended against those the sender says it opened) */
+			uint64_t code = 0;
+			if (net_varint_decode(p, n, &code) != (ssize_t)n || n == 0)
+				return qs_err_set(err, -EPROTO, "malformed RESET frame for stream %lld",
+				                  (long long)sid);
+			m->cb.closed(m->cb.ctx, sid, NULL, code ? code : EPROTO);
+			return 0;
+		}
 		if (m->n_remote >= m->max_remote)
 			return qs_err_set(err, -EPROTO, "the peer opened more than %u streams at once",
 			                  m->max_remote);

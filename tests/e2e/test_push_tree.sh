@@ -154,8 +154,10 @@ fi
 # A source that lies about a file's size, or whose read of a file fails, is caught there as it is on
 # the ordinary path: that file fails alone, named, with the same words; the others arrive; nothing is
 # left half-written. Without io_uring (QSYNC_NO_URING) nothing is read ahead and the outcome is the
-# same. The source is qs_failfs (FUSE), which tells those lies. One liar a run: the first file to fail
-# in a bundle sends the bundle's other files again one to a stream, on the ordinary path.
+# same, and over SSH (--no-quic) too: there a bundle given up before its first byte went used to leave
+# the receiver waiting for a stream it never saw, until the sender timed out (exit 30). The source is
+# qs_failfs (FUSE), which tells those lies. One liar a run: the first file to fail in a bundle sends
+# the bundle's other files again one to a stream, on the ordinary path.
 mkdir -p "$work/lie/back/a" "$work/lie/back/b" "$work/lie/back/c" "$work/lie/src"
 "$QS_FAILFS" "$work/lie/back" "$work/lie/src" >"$work/lie/failfs.log" 2>&1 &
 lpid=$!
@@ -170,13 +172,16 @@ for d in a b c; do
 done
 head -c 5000 /dev/urandom >"$work/lie/back/a/liesize"
 head -c 3000 /dev/urandom >"$work/lie/back/b/readfail"
-for mode in ring plain; do
+for mode in ring plain nq; do
 	for d in a b; do
 		out="$work/lie/$mode-$d.json"
 		dst="$work/lie/dst-$mode-$d"
 		set +e
 		if [ $mode = ring ]; then
 			"$QSYNC_BIN" -a --json "$work/lie/src/$d/" "$dst/" >"$out" 2>"$work/lie/$mode-$d.err"
+		elif [ $mode = nq ]; then
+			"$QSYNC_BIN" -a --json --no-quic --timeout 10 "$work/lie/src/$d/" "$dst/" >"$out" \
+				2>"$work/lie/$mode-$d.err"
 		else
 			QSYNC_NO_URING=1 "$QSYNC_BIN" -a --json "$work/lie/src/$d/" "$dst/" >"$out" \
 				2>"$work/lie/$mode-$d.err"
@@ -201,6 +206,9 @@ for mode in ring plain; do
 	if [ $mode = ring ]; then
 		"$QSYNC_BIN" -a --json "$work/lie/src/c/" "$work/lie/dst-$mode-c/" >"$work/lie/$mode-c.json"
 		check grep -q '"event":"summary".*"files_failed":0,.*"files_read_ahead":40,' "$work/lie/$mode-c.json"
+	elif [ $mode = nq ]; then
+		"$QSYNC_BIN" -a --json --no-quic "$work/lie/src/c/" "$work/lie/dst-$mode-c/" >"$work/lie/$mode-c.json"
+		check grep -q '"event":"summary".*"files_failed":0,.*"files_read_ahead":0,' "$work/lie/$mode-c.json"
 	else
 		QSYNC_NO_URING=1 "$QSYNC_BIN" -a --json "$work/lie/src/c/" "$work/lie/dst-$mode-c/" \
 			>"$work/lie/$mode-c.json"
