@@ -53,6 +53,8 @@ struct client {
 	char conn_id[17];
 	uint64_t t0, last_progress;
 	uint64_t peer_failed; /* ack_complete's files_failed: what the receiver could not write */
+	uint64_t peer_failed_late; /* ... of which found at the end, never told on a stream */
+	bool peer_late_known;      /* the peer said which were late (files_failed_late) */
 	bool no_ring;         /* QSYNC_NO_URING: files read at once on the lane's thread */
 };
 
@@ -103,8 +105,13 @@ static int spawn_local(struct client *cl, struct qs_err *err)
 static void stats_update(struct client *cl)
 {
 	sender_stats(cl->all, cl->n_all, &cl->snd, cl->st);
-	/* the receiver knows of failures the sender never hears of (a directory it could not flush at the
-	 * end, ranges that never came), and the sender of some it never sees (files it could not read) */
+	/* the receiver knows of failures the sender never hears of (a directory it could not flush or
+	 * give its attributes at the end), and the sender of some it never sees (files it could not
+	 * read). Those it found at the end (files_failed_late, from a peer that says) are none of the
+	 * sender's, so they add; of the rest, each side may know of some the other does not, and the
+	 * larger count is the best known. */
+	if (cl->peer_late_known)
+		cl->st->files_failed += cl->peer_failed_late;
 	if (cl->peer_failed > cl->st->files_failed)
 		cl->st->files_failed = cl->peer_failed;
 	for (unsigned i = 0; i < cl->n_up && i < ENGINE_MAX_LANES; i++)
@@ -688,6 +695,8 @@ static int finish(struct client *cl, struct qs_err *err)
 			return ENGINE_EXIT_NET;
 	}
 	cl->peer_failed = m->u.ack_complete.files_failed;
+	cl->peer_failed_late = m->u.ack_complete.files_failed_late;
+	cl->peer_late_known = m->u.ack_complete.has_failed_late;
 	stats_update(cl);
 	memset(m, 0, sizeof(*m));
 	m->type = NET_CTL_BYE;

@@ -1881,8 +1881,11 @@ int receiver_finish(struct receiver *r, struct qs_err *err)
 			qs_err_set(err, rc, "cannot set attributes of \"%s\": %s", qp(d->rel, qb), e.msg);
 		}
 	}
-	if (r->do_fsync)
-		atomic_fetch_add_explicit(&r->failed, flush_dirs(r, &f), memory_order_relaxed);
+	if (r->do_fsync) {
+		uint64_t n = flush_dirs(r, &f);
+		atomic_fetch_add_explicit(&r->failed, n, memory_order_relaxed);
+		r->failed_late += n;
+	}
 	pthread_mutex_unlock(&r->lock);
 	free(f.m);
 	return first;

@@ -375,12 +375,15 @@ static int receive(struct peer *p, struct qs_err *err)
 			if (receiver_finish(r, &e) < 0) {
 				fprintf(stderr, "qsync: receiver: %s\n", e.msg);
 				atomic_fetch_add_explicit(&r->failed, 1, memory_order_relaxed);
+				r->failed_late++;
 			}
 			memset(m, 0, sizeof(*m));
 			m->type = NET_CTL_ACK_COMPLETE;
 			m->u.ack_complete.files_ok = atomic_load(&r->ok);
 			m->u.ack_complete.files_failed = atomic_load(&r->failed);
 			m->u.ack_complete.bytes = atomic_load(&r->bytes);
+			m->u.ack_complete.files_failed_late = r->failed_late;
+			m->u.ack_complete.has_failed_late = true;
 			if ((rc = net_ctl_send(p->c, m, err)) < 0)
 				return ENGINE_EXIT_STREAM;
 			answered = true;

@@ -933,6 +933,12 @@ static int parse_ack_complete(const struct pctx *p, struct net_ctl_ack_complete 
 	    (rc = get_u64(p, 0, "bytes", false, &a->bytes)) < 0 ||
 	    (rc = get_str(p, 0, "checksum", false, a->checksum, sizeof(a->checksum))) < 0)
 		return rc;
+	if ((rc = get_u64(p, 0, "files_failed_late", false, &a->files_failed_late)) < 0)
+		return rc;
+	a->has_failed_late = rc == 1;
+	if (a->files_failed_late > a->files_failed)
+		return qs_err_set(p->err, -EPROTO, "%s: field \"files_failed_late\": more than files_failed",
+		                  p->tname);
 	return 0;
 }
 
@@ -1318,6 +1324,8 @@ ssize_t net_ctl_emit(const struct net_ctl_msg *m, char *buf, size_t cap)
 		jw_u64(&w, "files_ok", a->files_ok);
 		jw_u64(&w, "files_failed", a->files_failed);
 		jw_u64(&w, "bytes", a->bytes);
+		if (a->has_failed_late)
+			jw_u64(&w, "files_failed_late", a->files_failed_late);
 		JW_STR_OPT(&w, "checksum", a->checksum);
 		break;
 	}

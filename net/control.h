@@ -144,11 +144,16 @@ struct net_ctl_sync_complete {
 	uint64_t average_throughput_mbps;
 };
 
-/* ack_complete, receiver side. Required: files_ok, files_failed. bytes, checksum optional. */
+/* ack_complete, receiver side. Required: files_ok, files_failed. bytes, checksum, files_failed_late
+ * optional. files_failed_late: of files_failed, those found after every entry had been answered (a
+ * directory whose attributes or flush failed at the end), which the sender never heard of on a stream;
+ * has_failed_late says whether the peer sent it (an older qsync does not). */
 struct net_ctl_ack_complete {
 	uint64_t files_ok;
 	uint64_t files_failed;
 	uint64_t bytes;
+	uint64_t files_failed_late;
+	bool has_failed_late;
 	char checksum[128];
 };
 

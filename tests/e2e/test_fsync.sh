@@ -181,6 +181,25 @@ for path in quic ssh; do
 	check cmp "$work/ffd-src/a/good.txt" "$work/ff/p-faildir/new-$path/a/good.txt"
 done
 
+# A failure only the sender knows of (a file it cannot read: qs_failfs as the source fails the read)
+# and one only the receiver finds, at the end (a directory whose flush fails), are two failures: the
+# summary counts both (the receiver says which of its failures came late, files_failed_late). Taking
+# the larger of the two sides' counts, as the client did, said 1.
+mkdir -p "$work/ff/lsrc/late-faildir"
+printf 'kept\n' >"$work/ff/lsrc/good.txt"
+head -c 3000 /dev/urandom >"$work/ff/lsrc/n-readfail"
+for path in quic ssh; do
+	push "late-$path" "$path" "$work/ff/lsrc/" "$work/ff/late-$path/"
+	echo "-- a read failure and a late one, $path: exit $rc, $(field files_failed "$work/late-$path.json") failed"
+	check test "$rc" = 23
+	check test "$(field files_failed "$work/late-$path.json")" = 2
+	check grep -q '"event":"file_error","path":"n-readfail","message":"read failed: Input/output error"' \
+		"$work/late-$path.json"
+	check grep -q 'cannot fsync directory "late-faildir"' "$work/late-$path.err"
+	check cmp "$work/ff/lsrc/good.txt" "$work/ff/late-$path/good.txt"
+	check test ! -e "$work/ff/late-$path/n-readfail"
+done
+
 # A receiver still finishing (setting directory attributes, flushing) tells the sender it is there,
 # so a long finish does not run into the sender's --timeout: ten directories whose flushes take
 # 0.6 s each, one after the other (qs_failfs is one thread), 6 s against a timeout of 3 s (the word

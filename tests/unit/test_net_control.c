@@ -240,6 +240,11 @@ static void test_round_trips(void)
 	m->u.ack_complete.bytes = 99;
 	snprintf(m->u.ack_complete.checksum, sizeof(m->u.ack_complete.checksum), "xxh3:0123456789abcdef");
 	ROUND_TRIP(m);
+	m->u.ack_complete.files_failed_late = 2; /* (said, and zero is said too) */
+	m->u.ack_complete.has_failed_late = true;
+	ROUND_TRIP(m);
+	m->u.ack_complete.files_failed_late = 0;
+	ROUND_TRIP(m);
 
 	m = fresh(NET_CTL_BYE);
 	ROUND_TRIP(m);
@@ -500,6 +505,12 @@ static void test_missing_fields(void)
 	             "sync_complete: required field \"bytes_transferred\"");
 
 	EXPECT_PARSE("{\"type\":\"ack_complete\",\"files_ok\":1,\"files_failed\":0}", 0, NULL);
+	EXPECT_PARSE("{\"type\":\"ack_complete\",\"files_ok\":1,\"files_failed\":2,\"files_failed_late\":2}", 0,
+	             NULL);
+	EXPECT_PARSE("{\"type\":\"ack_complete\",\"files_ok\":1,\"files_failed\":1,\"files_failed_late\":2}",
+	             -EPROTO, "ack_complete: field \"files_failed_late\": more than files_failed");
+	EXPECT_PARSE("{\"type\":\"ack_complete\",\"files_ok\":1,\"files_failed\":1,\"files_failed_late\":-1}",
+	             -EPROTO, "files_failed_late");
 	EXPECT_PARSE("{\"type\":\"ack_complete\",\"files_failed\":0}", -EPROTO,
 	             "ack_complete: required field \"files_ok\"");
 	EXPECT_PARSE("{\"type\":\"ack_complete\",\"files_ok\":1}", -EPROTO,
