@@ -52,10 +52,10 @@ struct client {
 	uint32_t peer_max_streams;
 	char conn_id[17];
 	uint64_t t0, last_progress;
-	uint64_t peer_failed; /* ack_complete's files_failed: what the receiver could not write */
+	uint64_t peer_failed;      /* ack_complete's files_failed: what the receiver could not write */
 	uint64_t peer_failed_late; /* ... of which found at the end, never told on a stream */
 	bool peer_late_known;      /* the peer said which were late (files_failed_late) */
-	bool no_ring;         /* QSYNC_NO_URING: files read at once on the lane's thread */
+	bool no_ring;              /* QSYNC_NO_URING: files read at once on the lane's thread */
 };
 
 /* SRC DEST with no host: the peer is this same binary as a child, on pipes, reached over loopback UDP. */

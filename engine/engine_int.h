@@ -332,12 +332,12 @@ struct receiver {
 	size_t n_bigs;
 	uint32_t single_big; /* single-file destination received in ranges: its file_id + 1 */
 	atomic_uint_fast64_t ok, failed, bytes,
-	    unchanged;       /* relaxed: counted by the lanes, read at the end */
-	uint64_t failed_late; /* of failed, found at the end (receiver_finish), after every entry was answered:
-	                         the sender never heard of them (the control thread's alone) */
-	atomic_uint placing; /* large files being put in place (b->placing); acquire/release */
-	size_t wbuf_budget;  /* write buffers of one lane */
-	unsigned flush_max;  /* fsyncs one lane keeps on its ring (receiver_open: RCV_FLUSH_MAX unless set) */
+	    unchanged;        /* relaxed: counted by the lanes, read at the end */
+	uint64_t failed_late; /* of failed, found at the end (receiver_finish), after every entry was
+	                         answered: the sender never heard of them (the control thread's alone) */
+	atomic_uint placing;  /* large files being put in place (b->placing); acquire/release */
+	size_t wbuf_budget;   /* write buffers of one lane */
+	unsigned flush_max; /* fsyncs one lane keeps on its ring (receiver_open: RCV_FLUSH_MAX unless set) */
 	int verbose;
 };
 

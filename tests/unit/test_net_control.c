@@ -505,8 +505,8 @@ static void test_missing_fields(void)
 	             "sync_complete: required field \"bytes_transferred\"");
 
 	EXPECT_PARSE("{\"type\":\"ack_complete\",\"files_ok\":1,\"files_failed\":0}", 0, NULL);
-	EXPECT_PARSE("{\"type\":\"ack_complete\",\"files_ok\":1,\"files_failed\":2,\"files_failed_late\":2}", 0,
-	             NULL);
+	EXPECT_PARSE("{\"type\":\"ack_complete\",\"files_ok\":1,\"files_failed\":2,\"files_failed_late\":2}",
+	             0, NULL);
 	EXPECT_PARSE("{\"type\":\"ack_complete\",\"files_ok\":1,\"files_failed\":1,\"files_failed_late\":2}",
 	             -EPROTO, "ack_complete: field \"files_failed_late\": more than files_failed");
 	EXPECT_PARSE("{\"type\":\"ack_complete\",\"files_ok\":1,\"files_failed\":1,\"files_failed_late\":-1}",
