@@ -111,6 +111,9 @@ struct snd_prefetch {
 	unsigned inflight;    /* opens and reads on the ring */
 	bool waiting;         /* the bundle's stream sleeps until its next file is read */
 	uint8_t *buf;
+	size_t cap;  /* buf's size: SND_PBUF_SIZE (kept for the lane's next bundle) or the content's */
+	char *paths; /* the opens' paths, for as long as the kernel may read them (the entries' own
+	                may go with the bundle before an open it could not take at once is taken) */
 	struct snd_pre pre[SND_BUNDLE_ENTRIES];
 };
 
@@ -602,11 +605,13 @@ static const char *beneath(const struct sender *s, const struct snd_entry *e, in
 	return r->fd >= 0 && tail[0] != '\0' ? tail : NULL;
 }
 
-/* Whether the file open as fd is still the regular file the walk saw. */
+/* Whether the file open as fd is still the regular file the walk saw. Files are opened O_NONBLOCK, so
+ * that a FIFO put where one was listed cannot hang the open; a regular file is made blocking again. */
 static bool still_listed(int fd, dev_t dev, ino_t ino)
 {
 	struct stat now;
-	return fstat(fd, &now) == 0 && now.st_dev == dev && now.st_ino == ino && S_ISREG(now.st_mode);
+	return fstat(fd, &now) == 0 && now.st_dev == dev && now.st_ino == ino && S_ISREG(now.st_mode) &&
+	       fcntl(fd, F_SETFL, 0) == 0;
 }
 
 static int open_entry(const struct sender *s, const struct snd_entry *e, char *why, size_t whycap)
@@ -614,9 +619,9 @@ static int open_entry(const struct sender *s, const struct snd_entry *e, char *w
 	int rootfd, fd;
 	const char *tail = beneath(s, e, &rootfd);
 	if (tail) {
-		fd = io_open_beneath(rootfd, tail, O_RDONLY | O_CLOEXEC, 0);
+		fd = io_open_beneath(rootfd, tail, O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0);
 	} else {
-		fd = open(s->roots[e->src].top, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		fd = open(s->roots[e->src].top, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
 		if (fd < 0)
 			fd = -errno;
 	}
@@ -1182,10 +1187,11 @@ static void prefetch_maybe_free(struct snd_prefetch *pf)
 	if (pf->b || pf->inflight)
 		return;
 	struct snd_lane *l = pf->l;
-	if (l->n_pfree < SND_PBUFS)
+	if (pf->cap == SND_PBUF_SIZE && l->n_pfree < SND_PBUFS)
 		l->pfree[l->n_pfree++] = pf->buf;
 	else
 		free(pf->buf);
+	free(pf->paths);
 	free(pf);
 }
 
@@ -1248,28 +1254,43 @@ static void prefetch_start(struct snd_lane *l, struct snd_bundle *b)
 	if (!l->ring)
 		return;
 	uint64_t total = 0;
+	size_t names = 0;
 	int rootfd;
+	const char *tail;
 	for (uint32_t i = 0; i < b->n; i++) {
 		const struct snd_entry *e = b->e[i];
-		if (!e->link && e->st.st_size > 0 && beneath(l->s, e, &rootfd))
+		if (!e->link && e->st.st_size > 0 && (tail = beneath(l->s, e, &rootfd))) {
 			total += (uint64_t)e->st.st_size;
+			names += strlen(tail) + 1;
+		}
 	}
 	if (total == 0 || total > SND_PBUF_SIZE)
 		return;
 	struct snd_prefetch *pf = calloc(1, sizeof(*pf));
 	if (!pf)
 		return;
-	pf->buf = l->n_pfree ? l->pfree[--l->n_pfree] : malloc(SND_PBUF_SIZE);
-	if (!pf->buf) {
+	/* a kept buffer, or one the size of this bundle's content (a small one is not kept: it could not
+	 * serve a full bundle) */
+	if (l->n_pfree) {
+		pf->buf = l->pfree[--l->n_pfree];
+		pf->cap = SND_PBUF_SIZE;
+	} else {
+		pf->cap = total > SND_BUNDLE_BYTES / 2 ? SND_PBUF_SIZE : (size_t)total;
+		pf->buf = malloc(pf->cap);
+	}
+	pf->paths = malloc(names);
+	if (!pf->buf || !pf->paths) {
+		free(pf->buf);
+		free(pf->paths);
 		free(pf);
 		return;
 	}
 	pf->l = l;
 	pf->b = b;
 	uint64_t off = 0;
+	char *path = pf->paths;
 	for (uint32_t i = 0; i < b->n; i++) {
 		const struct snd_entry *e = b->e[i];
-		const char *tail;
 		if (e->link || e->st.st_size == 0 || !(tail = beneath(l->s, e, &rootfd)))
 			continue;
 		struct snd_pre *p = &pf->pre[i];
@@ -1279,9 +1300,12 @@ static void prefetch_start(struct snd_lane *l, struct snd_bundle *b)
 		p->size = (uint64_t)e->st.st_size;
 		p->data = pf->buf + off;
 		off += p->size;
+		size_t len = strlen(tail) + 1;
+		memcpy(path, tail, len);
 		p->op.done = pre_open_done;
-		if (io_ring_open_beneath(l->ring, &p->op, rootfd, tail) < 0)
+		if (io_ring_open_beneath(l->ring, &p->op, rootfd, path) < 0)
 			break; /* the ring is full: the rest are read at once */
+		path += len;
 		p->st = PRE_OPEN;
 		pf->inflight++;
 	}
@@ -1302,12 +1326,8 @@ static int bundle_flush(struct snd_lane *l, struct qs_err *err)
 	if (!b)
 		return 0;
 	l->bundle = NULL;
-	/* (before the stream opens: opening it may already ask for its first bytes) */
-	if (b->n)
-		prefetch_start(l, b);
 	int rc = b->n ? net_dp_stream_open(&l->dp, b, &b->sid) : -EAGAIN;
 	if (rc < 0) {
-		prefetch_release(b);
 		int lost = 0;
 		for (uint32_t i = b->n; i-- > 0;) {
 			struct snd_entry *e = bundle_unsend(b, i);
@@ -1325,6 +1345,8 @@ static int bundle_flush(struct snd_lane *l, struct qs_err *err)
 		return qs_err_set(err, rc, "cannot open a stream: %s", strerror(-rc));
 	}
 	opened(l);
+	prefetch_start(l,
+	               b); /* (opening the stream only marks it ready: its first bytes are asked for later) */
 	return 0;
 }
 

@@ -201,17 +201,20 @@ int io_ring_read(struct io_ring *r, struct io_ring_op *op, int fd, void *buf, si
                  int buf_index);
 
 /* Queues an open of rel (already checked) beneath rootfd for reading, as io_open_beneath opens it
- * (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS, O_RDONLY | O_CLOEXEC): done()
- * gets the new fd or a negative errno. From the dentry cache the kernel opens it inline, at the
- * submit; otherwise an io-wq worker looks it up. rel must stay as it is until the next submit (the
- * kernel copies it then). Queued only: many go to the kernel in one io_ring_submit. Returns 0 or
+ * (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS, O_RDONLY | O_CLOEXEC), and
+ * O_NONBLOCK, so that a FIFO found where a file was expected cannot hang the open: the caller clears it
+ * once it knows the file is a regular one. done() gets the new fd or a negative errno. From the dentry
+ * cache the kernel opens it inline, at the submit; otherwise an io-wq worker looks it up. rel must
+ * stay as it is until done() (the kernel copies it when it takes the entry, which is the next submit
+ * unless that one fails early). Queued only: many go to the kernel in one io_ring_submit. Returns 0 or
  * -EBUSY (open it at once then). */
 int io_ring_open_beneath(struct io_ring *r, struct io_ring_op *op, int rootfd, const char *rel);
 
 /* Queues a read of up to len bytes of fd from offset 0 into buf, then a close of fd that runs however
- * the read ended (the fd is the ring's from now on: never close it yourself). done() gets the bytes
- * read (short at the end of the file) or a negative errno; the close's outcome is not reported. Queued
- * only, like io_ring_open_beneath. Returns 0, or -EBUSY with fd untouched (still the caller's). */
+ * the read ended (the fd is the ring's from now on: never close it yourself; if the kernel refuses the
+ * read outright, the ring closes it at once). done() gets the bytes read (short at the end of the
+ * file) or a negative errno; the close's outcome is not reported. Queued only, like
+ * io_ring_open_beneath. Returns 0, or -EBUSY with fd untouched (still the caller's). */
 int io_ring_read_close(struct io_ring *r, struct io_ring_op *op, int fd, void *buf, size_t len);
 
 /* Submits an fsync of fd (always run by an io-wq worker: it blocks until the disk has the data, and

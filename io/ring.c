@@ -27,6 +27,7 @@ struct io_ring {
 };
 
 #define RING_CQ_PER_SQ 16u /* completion entries per submission entry: writes pile up while disks work */
+#define RING_CLOSE_TAG 1u  /* user data of a close with no owner: (fd << 1) | this (ops are aligned) */
 
 int io_ring_new(unsigned depth, bool async, struct io_ring **out)
 {
@@ -34,8 +35,17 @@ int io_ring_new(unsigned depth, bool async, struct io_ring **out)
 	if (!r)
 		return -ENOMEM;
 	/* No SINGLE_ISSUER: the ring is made and drained by the control thread, used by a worker. */
-	struct io_uring_params p = {.flags = IORING_SETUP_CQSIZE, .cq_entries = depth * RING_CQ_PER_SQ};
+	/* SUBMIT_ALL: an entry that fails as the kernel takes it (an open whose path is too long) does not
+	 * stop the submit, so nothing queued behind it waits for the next one (kernels before 5.18 have no
+	 * such flag: without it, the next submit or reap takes the rest) */
+	struct io_uring_params p = {.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL,
+	                            .cq_entries = depth * RING_CQ_PER_SQ};
 	int rc = io_uring_queue_init_params(depth, &r->ring, &p);
+	if (rc == -EINVAL) {
+		p = (struct io_uring_params){.flags = IORING_SETUP_CQSIZE,
+		                             .cq_entries = depth * RING_CQ_PER_SQ};
+		rc = io_uring_queue_init_params(depth, &r->ring, &p);
+	}
 	if (rc < 0) {
 		free(r);
 		return rc;
@@ -140,7 +150,7 @@ int io_ring_open_beneath(struct io_ring *r, struct io_ring_op *op, int rootfd, c
 {
 	/* (the kernel copies it at the submit: it must outlive the sqe, not the call) */
 	static const struct open_how how = {
-	    .flags = O_RDONLY | O_CLOEXEC,
+	    .flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK,
 	    .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
 	};
 	struct io_uring_sqe *sqe = take_sqe(r);
@@ -171,7 +181,9 @@ int io_ring_read_close(struct io_ring *r, struct io_ring_op *op, int fd, void *b
 	op->len = 0; /* a read may be short (the file shrank): the caller judges */
 	sqe = io_uring_get_sqe(&r->ring);
 	io_uring_prep_close(sqe, fd);
-	io_uring_sqe_set_data(sqe, NULL); /* nobody to tell */
+	/* nobody to tell, but the fd in the user data: if the read fails as the kernel takes it, the
+	 * link is cut and the close cancelled, and the fd is closed here instead (complete) */
+	io_uring_sqe_set_data64(sqe, ((uint64_t)(unsigned)fd << 1) | RING_CLOSE_TAG);
 	r->queued += 2;
 	r->inflight += 2;
 	return 0;
@@ -198,11 +210,16 @@ int io_ring_fsync(struct io_ring *r, struct io_ring_op *op, int fd)
 	return 0;
 }
 
-/* Tells op's owner how it ended (an op without one, the close after a read, has nothing to say). */
+/* Tells op's owner how it ended. The close after a read (io_ring_read_close) has no owner: its user
+ * data is the fd, tagged; a close that never ran (cancelled with its read) is done at once. */
 static void complete(struct io_ring_op *op, int res)
 {
-	if (!op)
+	uint64_t tag = (uint64_t)(uintptr_t)op;
+	if (tag & RING_CLOSE_TAG) {
+		if (res == -ECANCELED)
+			close((int)(tag >> 1));
 		return;
+	}
 	/* a short write to a regular file means the disk could not take it all */
 	if (res >= 0 && op->len && (size_t)res != op->len)
 		res = -EIO;

@@ -266,6 +266,16 @@ static void test_open_read_close(void)
 		io_ring_drain(r);
 		CHECK(b.done == 1 && (b.res == codes[i][0] || b.res == codes[i][1]));
 	}
+	/* a FIFO where a file was listed: the open does not wait for a writer (O_NONBLOCK) */
+	CHECK(mkfifoat(root, "fifo", 0600) == 0);
+	struct op ff = {.op.done = on_done};
+	CHECK(io_ring_open_beneath(r, &ff.op, root, "fifo") == 0);
+	io_ring_drain(r);
+	struct stat fst;
+	CHECK(ff.done == 1 && ff.res >= 0 && fstat(ff.res, &fst) == 0 && S_ISFIFO(fst.st_mode));
+	if (ff.res >= 0)
+		close(ff.res);
+	unlinkat(root, "fifo", 0);
 	struct op top = {.op.done = on_done};
 	CHECK(io_ring_open_beneath(r, &top.op, root, "") == 0);
 	io_ring_drain(r);
