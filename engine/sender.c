@@ -594,8 +594,6 @@ static int add_root(struct sender *s, const char *path, const struct stat *top, 
 	return 0;
 }
 
-/* Opens an entry for reading: beneath its source's top without following any symlink, or the top file
- * itself without following it; and only if it is still the regular file the walk saw. */
 /* e's path beneath its source's held directory (*rootfd), or NULL when e is the source's top itself. */
 static const char *beneath(const struct sender *s, const struct snd_entry *e, int *rootfd)
 {
@@ -614,6 +612,8 @@ static bool still_listed(int fd, dev_t dev, ino_t ino)
 	       fcntl(fd, F_SETFL, 0) == 0;
 }
 
+/* Opens an entry for reading: beneath its source's top without following any symlink, or the top file
+ * itself without following it; and only if it is still the regular file the walk saw. */
 static int open_entry(const struct sender *s, const struct snd_entry *e, char *why, size_t whycap)
 {
 	int rootfd, fd;
@@ -1246,6 +1246,13 @@ static void pre_open_done(struct io_ring_op *op, int res)
 	prefetch_maybe_free(pf);
 }
 
+/* e's path beneath its source's held directory (*rootfd) if it is a file to read ahead, else NULL: a
+ * regular file with content, not the source's top itself. */
+static const char *pre_tail(const struct snd_lane *l, const struct snd_entry *e, int *rootfd)
+{
+	return !e->link && e->st.st_size > 0 ? beneath(l->s, e, rootfd) : NULL;
+}
+
 /* Reads b's files ahead on l's ring, if l has one: every regular file beneath a held source directory
  * is opened in one submit, and each open's completion sends its read. Without memory or room on the
  * ring, the files left are read at once as before. */
@@ -1258,9 +1265,8 @@ static void prefetch_start(struct snd_lane *l, struct snd_bundle *b)
 	int rootfd;
 	const char *tail;
 	for (uint32_t i = 0; i < b->n; i++) {
-		const struct snd_entry *e = b->e[i];
-		if (!e->link && e->st.st_size > 0 && (tail = beneath(l->s, e, &rootfd))) {
-			total += (uint64_t)e->st.st_size;
+		if ((tail = pre_tail(l, b->e[i], &rootfd))) {
+			total += (uint64_t)b->e[i]->st.st_size;
 			names += strlen(tail) + 1;
 		}
 	}
@@ -1291,7 +1297,7 @@ static void prefetch_start(struct snd_lane *l, struct snd_bundle *b)
 	char *path = pf->paths;
 	for (uint32_t i = 0; i < b->n; i++) {
 		const struct snd_entry *e = b->e[i];
-		if (e->link || e->st.st_size == 0 || !(tail = beneath(l->s, e, &rootfd)))
+		if (!(tail = pre_tail(l, e, &rootfd)))
 			continue;
 		struct snd_pre *p = &pf->pre[i];
 		p->pf = pf;
@@ -1345,8 +1351,8 @@ static int bundle_flush(struct snd_lane *l, struct qs_err *err)
 		return qs_err_set(err, rc, "cannot open a stream: %s", strerror(-rc));
 	}
 	opened(l);
-	prefetch_start(l,
-	               b); /* (opening the stream only marks it ready: its first bytes are asked for later) */
+	/* (after the open: opening a stream only marks it ready, its first bytes are asked for later) */
+	prefetch_start(l, b);
 	return 0;
 }
 

@@ -146,6 +146,20 @@ static void send_ring(const struct cfg *c, struct io_uring *r, bool with_statx)
 	}
 }
 
+/* Submits k opens prepared with user_data = their slot and puts each one's fd (or -errno) in fds[]. */
+static int opened(struct io_uring *r, int k)
+{
+	io_uring_submit(r);
+	struct io_uring_cqe *cq;
+	for (int got = 0; got < k; got++) {
+		if (io_uring_wait_cqe(r, &cq) < 0)
+			return -EIO;
+		fds[cq->user_data] = cq->res;
+		io_uring_cqe_seen(r, cq);
+	}
+	return 0;
+}
+
 /* The sender on the ring with qsync's check kept: BATCH OPENAT2s into ordinary descriptors in one
  * submit; fstat of each (the inode the walk saw?); then READ and CLOSE linked, in a second submit. */
 static void send_ring_fd(const struct cfg *c, struct io_uring *r)
@@ -157,14 +171,8 @@ static void send_ring_fd(const struct cfg *c, struct io_uring *r)
 			io_uring_prep_openat2(s, c->src, names[i + j], (struct open_how *)&how_read);
 			s->user_data = (uint64_t)j;
 		}
-		io_uring_submit(r);
-		struct io_uring_cqe *cq;
-		for (int got = 0; got < k; got++) {
-			if (io_uring_wait_cqe(r, &cq) < 0)
-				return;
-			fds[cq->user_data] = cq->res;
-			io_uring_cqe_seen(r, cq);
-		}
+		if (opened(r, k) < 0)
+			return;
 		unsigned want = 0;
 		for (int j = 0; j < k; j++) {
 			struct stat st;
@@ -223,14 +231,8 @@ static void recv_ring(const struct cfg *c, struct io_uring *r)
 			io_uring_prep_openat(s, c->dst, ".", O_TMPFILE | O_WRONLY, 0644);
 			s->user_data = (uint64_t)j;
 		}
-		io_uring_submit(r);
-		struct io_uring_cqe *cq;
-		for (int got = 0; got < k; got++) {
-			if (io_uring_wait_cqe(r, &cq) < 0)
-				return;
-			fds[cq->user_data] = cq->res;
-			io_uring_cqe_seen(r, cq);
-		}
+		if (opened(r, k) < 0)
+			return;
 		unsigned want = 0;
 		for (int j = 0; j < k; j++) {
 			if (fds[j] < 0) {
