@@ -6,6 +6,7 @@
 # receiver flushes nothing; a peer that does not offer "fsync" is refused, not trusted to do it.
 set -euo pipefail
 source "$QS_FIXTURES/sshd.sh"
+source "$QS_FIXTURES/failfs.sh"
 source "$QS_FIXTURES/tree.sh"
 
 fail=0
@@ -125,13 +126,7 @@ push() {
 # (one directory flush answers for many files, so a failed one must reach each of them). Over QUIC
 # and over SSH (each lane flushes on a ring of its own).
 mkdir -p "$work/ff-back" "$work/ff" "$work/ffsrc/sub" "$work/ffsrc/x-faildir"
-"$QS_FAILFS" "$work/ff-back" "$work/ff" >"$work/failfs.log" 2>&1 &
-ffpid=$!
-qs_cleanup_add "fusermount3 -u '$work/ff' 2>/dev/null; kill $ffpid 2>/dev/null; wait $ffpid 2>/dev/null"
-for _ in $(seq 1 100); do
-	mountpoint -q "$work/ff" && break
-	sleep 0.05
-done
+failfs_mount "$work/ff-back" "$work/ff" "$work/failfs.log"
 check mountpoint -q "$work/ff"
 for i in $(seq 1 40); do head -c $((i * 100)) /dev/urandom >"$work/ffsrc/sub/good$i"; done
 for i in 1 2 3; do head -c 5000 /dev/urandom >"$work/ffsrc/sub/small-failsync$i"; done

@@ -7,6 +7,7 @@
 # transfer lasts long enough for progress events (one every 250 ms) to see it under way.
 set -euo pipefail
 source "$QS_FIXTURES/sshd.sh"
+source "$QS_FIXTURES/failfs.sh"
 
 fail=0
 check() { if "$@"; then echo "PASS: $*"; else echo "FAIL: $*"; fail=1; fi; }
@@ -15,13 +16,7 @@ work=$(mktemp -d /tmp/qs-e2e-progress.XXXXXX)
 me=$(id -un)
 
 mkdir -p "$work/back" "$work/mnt"
-"$QS_FAILFS" "$work/back" "$work/mnt" >"$work/failfs.log" 2>&1 &
-ffpid=$!
-qs_cleanup_add "fusermount3 -u '$work/mnt' 2>/dev/null; kill $ffpid 2>/dev/null; wait $ffpid 2>/dev/null"
-for _ in $(seq 1 100); do
-	mountpoint -q "$work/mnt" && break
-	sleep 0.05
-done
+failfs_mount "$work/back" "$work/mnt" "$work/failfs.log"
 check mountpoint -q "$work/mnt"
 
 python3 - "$work/small" <<'EOF'

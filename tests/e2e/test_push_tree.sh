@@ -3,6 +3,7 @@
 # compare content, modes and nanosecond mtimes of every entry; check rsync's trailing-slash rule.
 set -euo pipefail
 source "$QS_FIXTURES/sshd.sh"
+source "$QS_FIXTURES/failfs.sh"
 source "$QS_FIXTURES/tree.sh"
 
 fail=0
@@ -159,13 +160,7 @@ fi
 # qs_failfs (FUSE), which tells those lies. One liar a run: the first file to fail in a bundle sends
 # the bundle's other files again one to a stream, on the ordinary path.
 mkdir -p "$work/lie/back/a" "$work/lie/back/b" "$work/lie/back/c" "$work/lie/src"
-"$QS_FAILFS" "$work/lie/back" "$work/lie/src" >"$work/lie/failfs.log" 2>&1 &
-lpid=$!
-qs_cleanup_add "fusermount3 -u '$work/lie/src' 2>/dev/null; kill $lpid 2>/dev/null; wait $lpid 2>/dev/null"
-for _ in $(seq 1 100); do
-	mountpoint -q "$work/lie/src" && break
-	sleep 0.05
-done
+failfs_mount "$work/lie/back" "$work/lie/src" "$work/lie/failfs.log"
 check mountpoint -q "$work/lie/src"
 for d in a b c; do
 	for i in $(seq 1 40); do head -c $((i * 150)) /dev/urandom >"$work/lie/back/$d/good$i"; done
